@@ -1,0 +1,129 @@
+// The config schema: one zod source gives the TypeScript types, the runtime check and
+// config/sluice.schema.json. Keys are snake_case as in the YAML; durations are parsed to ms.
+import { z } from 'zod';
+import { parseDurationMs } from './duration.js';
+
+/** A duration string ("250ms", "5s", "10m", "1h") that parses to milliseconds. */
+const duration = z
+  .string()
+  .meta({ description: 'A duration: a number with unit ms, s, m or h. 0s means off.' })
+  .transform((text, ctx) => {
+    const ms = parseDurationMs(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `must be a duration like 250ms, 5s, 10m or 1h, got ${JSON.stringify(text)}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** "host:port" for a listener. */
+const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'must be host:port, like 127.0.0.1:6432')
+  .meta({ description: 'Listen address, host:port.' });
+
+const port = z.number().int().min(1).max(65535);
+const poolSize = z.number().int().min(1).max(10_000);
+
+const tlsListener = z.strictObject({
+  cert_file: z.string().min(1).meta({ description: 'PEM certificate chain presented to clients.' }),
+  key_file: z.string().min(1).meta({ description: 'PEM private key for cert_file.' }),
+});
+
+const pgUser = z.strictObject({
+  name: z.string().min(1),
+  password: z.string().meta({ description: 'Plain password, or a SCRAM-SHA-256$ / md5 secret as stored by Postgres.' }),
+});
+
+const pgTimeouts = z
+  .strictObject({
+    connect: duration.prefault('5s').meta({ description: 'Opening and logging in a server connection.' }),
+    acquire: duration.prefault('30s').meta({ description: 'How long a client may wait for a server connection.' }),
+    server_idle: duration.prefault('10m').meta({ description: 'An idle server connection older than this is closed.' }),
+    server_lifetime: duration.prefault('1h').meta({ description: 'A server connection is retired, when idle, after this long.' }),
+    client_idle: duration.prefault('0s').meta({ description: 'A client idle between transactions this long is closed.' }),
+    idle_in_transaction: duration.prefault('0s').meta({ description: 'A client idle inside a transaction this long is closed.' }),
+    query: duration.prefault('0s').meta({ description: 'A query running this long is cancelled.' }),
+    client_login: duration.prefault('30s').meta({ description: 'A client must finish its login within this.' }),
+  })
+  .prefault({});
+
+const pgServer = z.strictObject({
+  host: z.string().min(1),
+  port: port.default(5432),
+  tls: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('disable'),
+  ca_file: z.string().optional().meta({ description: 'CA bundle for server.tls verify-full.' }),
+  user: z.string().optional().meta({ description: 'Log in upstream as this user instead of the client’s.' }),
+  password: z.string().optional().meta({ description: 'Password for server.user.' }),
+  database: z.string().optional().meta({ description: 'Upstream database instead of the client’s.' }),
+});
+
+export const postgresListenerSchema = z.strictObject({
+  name: z.string().min(1).regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, _ . -').meta({ description: 'The `pool` label in metrics.' }),
+  listen: listenAddress,
+  server: pgServer,
+  pool_mode: z.enum(['session', 'transaction', 'statement']).default('transaction'),
+  pool_size: poolSize.default(20),
+  min_pool_size: z.number().int().min(0).default(0),
+  max_client_connections: z.number().int().min(1).default(10_000),
+  auth_method: z.enum(['scram-sha-256', 'md5', 'trust', 'passthrough']).default('passthrough'),
+  users: z.array(pgUser).default([]),
+  admin_users: z.array(z.string().min(1)).default([]).meta({ description: 'Users allowed into the admin console (database "sluice").' }),
+  tls: tlsListener.optional(),
+  max_message_size: z.number().int().min(1024).max(1024 * 1024 * 1024).default(256 * 1024 * 1024).meta({ description: 'Bytes; a longer client message is a protocol violation (08P01).' }),
+  prepared_statements: z.boolean().default(true).meta({ description: 'Track protocol-level named prepared statements in transaction and statement mode.' }),
+  max_prepared_statements: z.number().int().min(1).default(256).meta({ description: 'Per server connection; the least recently used is closed past this.' }),
+  pin_on_session_state: z.boolean().default(true).meta({ description: 'Pin a client to its server when it creates session state (false = PgBouncer behaviour).' }),
+  timeouts: pgTimeouts,
+});
+
+const redisUser = z.strictObject({ name: z.string().min(1), password: z.string() });
+
+const redisTimeouts = z
+  .strictObject({
+    connect: duration.prefault('2s'),
+    acquire: duration.prefault('5s').meta({ description: 'Waiting for a shared or dedicated connection.' }),
+    command: duration.prefault('0s').meta({ description: 'A reply not received in time closes that upstream connection.' }),
+    client_idle: duration.prefault('0s'),
+  })
+  .prefault({});
+
+const redisLimits = z
+  .strictObject({
+    max_bulk_bytes: z.number().int().min(1).default(512 * 1024 * 1024),
+    max_array_elements: z.number().int().min(1).default(1024 * 1024),
+    max_inline_bytes: z.number().int().min(16).default(64 * 1024),
+  })
+  .prefault({});
+
+export const redisListenerSchema = z.strictObject({
+  name: z.string().min(1).regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, _ . -'),
+  listen: listenAddress,
+  server: z.strictObject({
+    host: z.string().min(1),
+    port: port.default(6379),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    db: z.number().int().min(0).default(0),
+  }),
+  pool_size: poolSize.default(4),
+  max_dedicated_connections: z.number().int().min(0).default(64),
+  max_client_connections: z.number().int().min(1).default(10_000),
+  password: z.string().optional().meta({ description: 'Clients must AUTH with this.' }),
+  users: z.array(redisUser).default([]).meta({ description: 'ACL-style AUTH user pass; each user gets its own pool.' }),
+  limits: redisLimits,
+  timeouts: redisTimeouts,
+});
+
+export const configSchema = z.strictObject({
+  metrics: z.strictObject({ listen: listenAddress.default('127.0.0.1:9898') }).prefault({}),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).prefault({}),
+  shutdown_timeout: duration.prefault('30s').meta({ description: 'Longest drain after SIGTERM before the rest is closed.' }),
+  shutdown_delay: duration.prefault('0s').meta({ description: 'Keep serving this long after SIGTERM before draining.' }),
+  postgres: z.array(postgresListenerSchema).default([]),
+  redis: z.array(redisListenerSchema).default([]),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type PostgresListenerConfig = z.output<typeof postgresListenerSchema>;
+export type RedisListenerConfig = z.output<typeof redisListenerSchema>;

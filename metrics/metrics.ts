@@ -1,0 +1,175 @@
+// Sluice's Prometheus metrics: one private registry, every metric defined here (the catalogue
+// metrics/README.md documents). Gauges and hot-path totals are read from listener snapshots at
+// scrape time; rare events (timeouts, errors, auth failures) and histograms are recorded as they
+// happen through the per-pool handles returned by `forPool()`.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from 'prom-client';
+import type { ListenerSnapshot, Protocol } from '../proxy/listener.js';
+
+/** 100µs to 30s, roughly ×2.5 per step. */
+export const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+const POOL_LABELS = ['protocol', 'pool', 'database', 'user'] as const;
+const LISTENER_LABELS = ['protocol', 'pool'] as const;
+
+type PoolLabels = Record<(typeof POOL_LABELS)[number], string>;
+
+/** Handles bound to one pool's labels, so the hot path does no label hashing. */
+export interface PoolMetrics {
+  waitSeconds: { observe(seconds: number): void };
+  transactionSeconds: { observe(seconds: number): void };
+  querySeconds: { observe(seconds: number): void };
+  serverOpened(): void;
+  serverClosed(reason: string): void;
+  timeout(configKey: string): void;
+  error(kind: string): void;
+  pin(reason: string): void;
+}
+
+/** Handles bound to one listener's labels. */
+export interface ListenerMetrics {
+  accepted(): void;
+  refused(reason: string): void;
+  authFailed(): void;
+  cancel(result: 'forwarded' | 'dropped'): void;
+  timeout(configKey: string): void;
+  error(kind: string): void;
+  command(family: string, seconds: number): void;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly sources: Array<() => ListenerSnapshot[]> = [];
+  private readonly lastTotals = new Map<string, number>();
+
+  private readonly clients = new Gauge({ name: 'sluice_clients', help: 'Client connections by state (active: holds a server; waiting: queued for one; idle: neither).', labelNames: [...POOL_LABELS, 'state'], registers: [] });
+  private readonly listenerClients = new Gauge({ name: 'sluice_listener_clients', help: 'Client connections open on a listener, logged in or not.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly servers = new Gauge({ name: 'sluice_server_connections', help: 'Upstream connections by state (active, idle, opening).', labelNames: [...POOL_LABELS, 'state'], registers: [] });
+  private readonly dedicated = new Gauge({ name: 'sluice_dedicated_connections', help: 'Redis upstream connections dedicated to one client (transactions, blocking commands, pub/sub).', labelNames: POOL_LABELS, registers: [] });
+  private readonly pinned = new Gauge({ name: 'sluice_pinned_clients', help: 'Clients holding a server beyond one transaction or command.', labelNames: POOL_LABELS, registers: [] });
+  private readonly poolSize = new Gauge({ name: 'sluice_pool_size', help: 'Configured pool_size: the most upstream connections this pool may open.', labelNames: POOL_LABELS, registers: [] });
+  private readonly oldestWait = new Gauge({ name: 'sluice_pool_oldest_wait_seconds', help: 'How long the longest-waiting client of this pool has waited for a server.', labelNames: POOL_LABELS, registers: [] });
+  private readonly upstreamUp = new Gauge({ name: 'sluice_upstream_up', help: '1 when the upstream answered at the last check, else 0.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly bytesReceived = new Counter({ name: 'sluice_client_received_bytes_total', help: 'Bytes received from clients.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly bytesSent = new Counter({ name: 'sluice_client_sent_bytes_total', help: 'Bytes sent to clients.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly transactions = new Counter({ name: 'sluice_transactions_total', help: 'Postgres transactions completed (a statement outside a transaction counts as one).', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly queries = new Counter({ name: 'sluice_queries_total', help: 'Postgres queries completed (Query or Execute).', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly accepted = new Counter({ name: 'sluice_client_connections_accepted_total', help: 'Client connections accepted.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly refused = new Counter({ name: 'sluice_client_connections_refused_total', help: 'Client connections refused, by reason (max_clients, shutting_down, paused).', labelNames: [...LISTENER_LABELS, 'reason'], registers: [] });
+  private readonly serverOpened = new Counter({ name: 'sluice_server_connections_opened_total', help: 'Upstream connections opened.', labelNames: POOL_LABELS, registers: [] });
+  private readonly serverClosed = new Counter({ name: 'sluice_server_connections_closed_total', help: 'Upstream connections closed, by reason (idle, lifetime, error, reset-failed, retired, shutdown, resize).', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
+  private readonly timeouts = new Counter({ name: 'sluice_timeouts_total', help: 'Timeouts fired, by the config key that sets them.', labelNames: [...LISTENER_LABELS, 'config_key'], registers: [] });
+  private readonly errors = new Counter({ name: 'sluice_errors_total', help: 'Errors returned to clients, by kind (SQLSTATE class or Redis error prefix).', labelNames: [...LISTENER_LABELS, 'kind'], registers: [] });
+  private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
+  private readonly pins = new Counter({ name: 'sluice_pins_total', help: 'Clients pinned to a server, by reason.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
+  private readonly commands = new Counter({ name: 'sluice_commands_total', help: 'Redis commands answered, by command family.', labelNames: [...LISTENER_LABELS, 'family'], registers: [] });
+  private readonly reloads = new Counter({ name: 'sluice_config_reload_total', help: 'Config reloads, by result (success, failure).', labelNames: ['result'], registers: [] });
+  private readonly waitSeconds = new Histogram({ name: 'sluice_pool_wait_seconds', help: 'Time clients waited for a server connection.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
+  private readonly transactionSeconds = new Histogram({ name: 'sluice_transaction_duration_seconds', help: 'Postgres transaction duration, first query to ReadyForQuery idle.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
+  private readonly querySeconds = new Histogram({ name: 'sluice_query_duration_seconds', help: 'Postgres query duration, request to its completion.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
+  private readonly commandSeconds = new Histogram({ name: 'sluice_command_duration_seconds', help: 'Redis command latency, request to reply.', labelNames: [...LISTENER_LABELS, 'family'], buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    for (const metric of [
+      this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp,
+      this.bytesReceived, this.bytesSent, this.transactions, this.queries, this.accepted, this.refused, this.serverOpened,
+      this.serverClosed, this.timeouts, this.errors, this.authFailures, this.cancels, this.pins, this.commands, this.reloads,
+      this.waitSeconds, this.transactionSeconds, this.querySeconds, this.commandSeconds,
+    ] as Metric[]) {
+      this.registry.registerMetric(metric);
+    }
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'sluice_' });
+  }
+
+  /** Registers where scrape-time state comes from (the process's live listeners). */
+  addSource(source: () => ListenerSnapshot[]): void {
+    this.sources.push(source);
+  }
+
+  configReloaded(result: 'success' | 'failure'): void {
+    this.reloads.inc({ result });
+  }
+
+  forPool(protocol: Protocol, pool: string, database: string, user: string): PoolMetrics {
+    const labels: PoolLabels = { protocol, pool, database, user };
+    return {
+      waitSeconds: this.waitSeconds.labels(labels),
+      transactionSeconds: this.transactionSeconds.labels(labels),
+      querySeconds: this.querySeconds.labels(labels),
+      serverOpened: () => this.serverOpened.inc(labels),
+      serverClosed: (reason) => this.serverClosed.inc({ ...labels, reason }),
+      timeout: (configKey) => this.timeouts.inc({ protocol, pool, config_key: configKey }),
+      error: (kind) => this.errors.inc({ protocol, pool, kind }),
+      pin: (reason) => this.pins.inc({ ...labels, reason }),
+    };
+  }
+
+  forListener(protocol: Protocol, pool: string): ListenerMetrics {
+    const labels = { protocol, pool };
+    return {
+      accepted: () => this.accepted.inc(labels),
+      refused: (reason) => this.refused.inc({ ...labels, reason }),
+      authFailed: () => this.authFailures.inc(labels),
+      cancel: (result) => this.cancels.inc({ ...labels, result }),
+      timeout: (configKey) => this.timeouts.inc({ ...labels, config_key: configKey }),
+      error: (kind) => this.errors.inc({ ...labels, kind }),
+      command: (family, seconds) => {
+        this.commands.inc({ ...labels, family });
+        this.commandSeconds.observe({ ...labels, family }, seconds);
+      },
+    };
+  }
+
+  /** Prometheus text for GET /metrics, with gauges refreshed from the listeners first. */
+  async render(): Promise<string> {
+    this.refresh();
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  snapshots(): ListenerSnapshot[] {
+    return this.sources.flatMap((source) => source());
+  }
+
+  private addTotal(counter: Counter, key: string, labels: Record<string, string>, value: number): void {
+    const last = this.lastTotals.get(key) ?? 0;
+    // A listener replaced by a reload starts again from 0: count its whole new total.
+    const delta = value >= last ? value - last : value;
+    if (delta > 0) counter.inc(labels, delta);
+    this.lastTotals.set(key, value);
+  }
+
+  private refresh(): void {
+    for (const gauge of [this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp]) {
+      gauge.reset();
+    }
+    for (const snap of this.snapshots()) {
+      const ll = { protocol: snap.protocol, pool: snap.name };
+      this.listenerClients.set(ll, snap.clients);
+      this.upstreamUp.set(ll, snap.upstreamReachable ? 1 : 0);
+      const id = `${snap.protocol}/${snap.name}`;
+      this.addTotal(this.bytesReceived, `${id}/rx`, ll, snap.totals.bytesReceived);
+      this.addTotal(this.bytesSent, `${id}/tx`, ll, snap.totals.bytesSent);
+      if (snap.protocol === 'postgres') {
+        this.addTotal(this.transactions, `${id}/xact`, ll, snap.totals.transactions);
+        this.addTotal(this.queries, `${id}/query`, ll, snap.totals.queries);
+      }
+      for (const pool of snap.pools) {
+        const pl = { ...ll, database: pool.database, user: pool.user };
+        this.clients.set({ ...pl, state: 'active' }, pool.clientsActive);
+        this.clients.set({ ...pl, state: 'waiting' }, pool.clientsWaiting);
+        this.clients.set({ ...pl, state: 'idle' }, pool.clientsIdle);
+        this.servers.set({ ...pl, state: 'active' }, pool.stats.active);
+        this.servers.set({ ...pl, state: 'idle' }, pool.stats.idle);
+        this.servers.set({ ...pl, state: 'opening' }, pool.stats.opening);
+        this.poolSize.set(pl, pool.stats.size);
+        this.oldestWait.set(pl, pool.stats.oldestWaitMs / 1000);
+        this.pinned.set(pl, pool.pinned);
+        if (snap.protocol === 'redis') this.dedicated.set(pl, pool.dedicated);
+      }
+    }
+  }
+}

@@ -1,0 +1,87 @@
+// Runs the real sluice binary (dist/proxy/main.js) with a config written to a temp file, the
+// way an operator would, and collects its JSON log lines.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, tempDir, waitFor, GiveUp } from './tools.js';
+
+export const MAIN_JS = fileURLToPath(new URL('../../proxy/main.js', import.meta.url));
+
+export interface SluiceProcess {
+  pid: number;
+  metricsPort: number;
+  configPath: string;
+  /** Parsed JSON log lines so far. */
+  logs: Array<Record<string, unknown>>;
+  stderr(): string;
+  /** Rewrites the config file (for reload tests). */
+  writeConfig(yaml: string): void;
+  signal(signal: NodeJS.Signals): void;
+  /** Resolves with the exit code once the process exits. */
+  exited: Promise<number | null>;
+  /** SIGTERM and wait for exit; returns the exit code. */
+  stop(): Promise<number | null>;
+  metrics(): Promise<string>;
+}
+
+/** `yaml` may use `{{METRICS}}` for the metrics listen address; it is filled with a free port. */
+export async function startSluice(yaml: string, options: { env?: NodeJS.ProcessEnv; waitReady?: boolean } = {}): Promise<SluiceProcess> {
+  const metricsPort = await freePort();
+  const dir = tempDir('sluice');
+  const configPath = join(dir, 'sluice.yaml');
+  const fill = (text: string) => text.replaceAll('{{METRICS}}', `127.0.0.1:${metricsPort}`);
+  writeFileSync(configPath, fill(yaml));
+  const child: ChildProcess = spawn(process.execPath, [MAIN_JS, '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  let stderr = '';
+  let partial = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      try {
+        logs.push(JSON.parse(line));
+      } catch {
+        logs.push({ unparsed: line });
+      }
+    }
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const proc: SluiceProcess = {
+    pid: child.pid ?? 0,
+    metricsPort,
+    configPath,
+    logs,
+    stderr: () => stderr,
+    writeConfig: (text) => writeFileSync(configPath, fill(text)),
+    signal: (signal) => {
+      if (child.exitCode === null) child.kill(signal);
+    },
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+    async metrics() {
+      const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      return res.text();
+    },
+  };
+  let gone = false;
+  exited.then(() => {
+    gone = true;
+  });
+  await waitFor(`sluice /healthz on ${metricsPort}`, async () => {
+    if (gone) throw new GiveUp(`sluice exited early: ${stderr}`);
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/${options.waitReady === false ? 'healthz' : 'readyz'}`);
+    return res.status === 200;
+  });
+  return proc;
+}
