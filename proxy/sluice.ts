@@ -167,11 +167,12 @@ export class Sluice {
         if (fresh) needsRestart.push(...listener.reload(fresh).needsRestart.map((k) => `${kind} ${listener.name}: ${k}`));
       }
     }
-    this.log.level = next.log.level;
     this.config = { ...next, metrics: this.config.metrics };
     this.metrics.configReloaded('success');
+    // Logged before the new level applies, so a reload that quiets the log is still recorded.
     if (needsRestart.length > 0) this.log.warn({ trigger, needs_restart: needsRestart }, 'config reloaded; these changes need a restart and were not applied');
-    else this.log.info({ trigger }, 'config reloaded');
+    else this.log.info({ trigger, log_level: next.log.level }, 'config reloaded');
+    this.log.level = next.log.level;
     return true;
   }
 

@@ -15,6 +15,8 @@ export interface SluiceProcess {
   /** Parsed JSON log lines so far. */
   logs: Array<Record<string, unknown>>;
   stderr(): string;
+  /** The metrics listen address given to `{{METRICS}}`. */
+  metricsListen: string;
   /** Rewrites the config file (for reload tests). */
   writeConfig(yaml: string): void;
   signal(signal: NodeJS.Signals): void;
@@ -26,12 +28,22 @@ export interface SluiceProcess {
 }
 
 /** `yaml` may use `{{METRICS}}` for the metrics listen address; it is filled with a free port. */
-export async function startSluice(yaml: string, options: { env?: NodeJS.ProcessEnv; waitReady?: boolean } = {}): Promise<SluiceProcess> {
-  const metricsPort = await freePort();
+export interface StartSluiceOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Wait for /readyz (default) or only /healthz. */
+  waitReady?: boolean;
+  /** Run with this config path as it is (e.g. a ConfigMap-style symlink); `yaml` is then ignored. */
+  configFile?: string;
+  /** The metrics port the config file names (with configFile). */
+  metricsPort?: number;
+}
+
+export async function startSluice(yaml: string, options: StartSluiceOptions = {}): Promise<SluiceProcess> {
+  const metricsPort = options.metricsPort ?? (await freePort());
   const dir = tempDir('sluice');
-  const configPath = join(dir, 'sluice.yaml');
+  const configPath = options.configFile ?? join(dir, 'sluice.yaml');
   const fill = (text: string) => text.replaceAll('{{METRICS}}', `127.0.0.1:${metricsPort}`);
-  writeFileSync(configPath, fill(yaml));
+  if (!options.configFile) writeFileSync(configPath, fill(yaml));
   const child: ChildProcess = spawn(process.execPath, [MAIN_JS, '--config', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
@@ -57,6 +69,7 @@ export async function startSluice(yaml: string, options: { env?: NodeJS.ProcessE
   const proc: SluiceProcess = {
     pid: child.pid ?? 0,
     metricsPort,
+    metricsListen: `127.0.0.1:${metricsPort}`,
     configPath,
     logs,
     stderr: () => stderr,
