@@ -48,6 +48,8 @@ export interface ListenerSnapshot {
   name: string;
   listen: string;
   upstream: string;
+  /** Postgres: session | transaction | statement. */
+  poolMode?: string;
   clients: number;
   pools: PoolSnapshot[];
   totals: ListenerTotals;
