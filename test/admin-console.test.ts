@@ -32,6 +32,11 @@ function fakeListener(calls: string[]): Listener & AdminControls {
     protocol: 'postgres', pool: 'main', database: 'app', user: 'alice', state: 'active', addr: '127.0.0.1', port: 50000,
     localAddr: '127.0.0.1', localPort: 6432, connectTime: new Date(0), requestTime: new Date(0), waitSeconds: 0, id: 'c1', link: 's1', pinReason: 'temp-table',
   };
+  /** Records the call; answers how many pools it touched (only database "app" exists). */
+  const record = (call: string, db: string | undefined) => {
+    calls.push(call);
+    return db === undefined || db === 'app' ? 1 : 0;
+  };
   return {
     protocol: 'postgres',
     name: 'main',
@@ -41,9 +46,9 @@ function fakeListener(calls: string[]): Listener & AdminControls {
     close: () => {},
     reload: () => ({ needsRestart: [] }),
     snapshot: () => snapshot,
-    pause: (db) => (calls.push(`pause ${db ?? '*'}`), db === undefined || db === 'app' ? 1 : 0),
-    resume: (db) => (calls.push(`resume ${db ?? '*'}`), db === undefined || db === 'app' ? 1 : 0),
-    reconnect: (db) => (calls.push(`reconnect ${db ?? '*'}`), 1),
+    pause: (db) => record(`pause ${db ?? '*'}`, db),
+    resume: (db) => record(`resume ${db ?? '*'}`, db),
+    reconnect: (db) => record(`reconnect ${db ?? '*'}`, undefined),
     clients: () => [client],
     servers: () => [],
   };
