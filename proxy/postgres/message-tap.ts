@@ -1,0 +1,37 @@
+// The seam where every message of a linked client and server passes, for features that must
+// see or rewrite traffic (issue 7: prepared-statement renaming, session-state pinning). The
+// pooler works without a tap; a tap is installed per listener.
+//
+// Contract: the tap sees whole messages (type byte first; long pass-through messages such as
+// CopyData or big Query strings are seen only by their first piece, with `last` false).
+// Returning true means "I took care of this message" — the pooler neither forwards nor counts
+// it, so a tap that injects or answers messages itself must keep the counts in step via
+// `link.expectReadyForQuery()` / `link.sent()`.
+import type { Severity } from './wire-messages.js';
+
+export interface TapLink {
+  readonly database: string;
+  readonly user: string;
+  readonly mode: 'session' | 'transaction' | 'statement';
+  /** Id of the server the client holds now, undefined when none. */
+  readonly serverId: number | undefined;
+  /** Queues bytes to the client in order with forwarded messages. */
+  toClient(bytes: Buffer): void;
+  /** Queues bytes to the server in order with forwarded messages (counting is the tap's job). */
+  toServer(bytes: Buffer): void;
+  /** Keeps the client on its server beyond the transaction (session state the pooler cannot replay). */
+  pin(reason: string): void;
+  /** Sends an error to the client. */
+  error(severity: Severity, sqlstate: string, message: string): void;
+}
+
+export interface MessageTap {
+  /** A client message on its way to the server. */
+  fromClient?(link: TapLink, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean;
+  /** A server message on its way to the client. */
+  fromServer?(link: TapLink, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean;
+  /** The client was given a server (after parameter replay). */
+  serverAssigned?(link: TapLink): void;
+  /** The client gave its server back. */
+  serverReleased?(link: TapLink): void;
+}
