@@ -291,7 +291,10 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     if (this.step === 'sasl-response') {
       const scram = this.scram as ScramServer & { real?: boolean };
       const serverFinal = scram.final(buf.toString('utf8', start + 5, end));
-      if (!serverFinal || !scram.real) return this.authFailed();
+      if (!serverFinal || !scram.real) {
+        this.authFailed();
+        return;
+      }
       this.out.addBuffer(authRequest(AuthCode.saslFinal, Buffer.from(serverFinal)));
       this.authenticated();
       return;
@@ -301,7 +304,10 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       const known = this.ctx.userPassword(this.user);
       const inner = known?.kind === 'plain' ? md5Hex(known.password + this.user) : known?.kind === 'md5' ? known.hash : undefined;
       const expected = md5Response(inner ?? md5Hex(randomBytes(16)), this.md5Salt as Buffer);
-      if (!safeEqual(password, expected) || !inner) return this.authFailed();
+      if (!safeEqual(password, expected) || !inner) {
+        this.authFailed();
+        return;
+      }
       this.authenticated();
       return;
     }

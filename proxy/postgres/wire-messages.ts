@@ -74,7 +74,7 @@ export function copyFail(message: string): Buffer {
 
 /** The untagged StartupMessage sluice sends upstream. */
 export function startupMessage(params: Record<string, string>): Buffer {
-  const pairs = Object.entries(params).flatMap(([key, value]) => [key, value]);
+  const pairs = Object.entries(params).flat();
   const body = Buffer.concat([cstrings(...pairs), Buffer.from([0])]);
   const out = Buffer.allocUnsafe(8 + body.length);
   out.writeInt32BE(out.length, 0);
