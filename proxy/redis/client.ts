@@ -1,0 +1,852 @@
+// One client connection: frames its requests, sends each to the upstream connection that must
+// serve it, passes replies back in request order, and answers connection-state commands itself.
+//
+// Routing, in order of precedence:
+//   subscribed            → its dedicated connection, everything (pub/sub mode belongs to it)
+//   holds a dedicated one → that connection (MULTI/WATCH pinned, or a blocking command in flight)
+//   MULTI, WATCH, blocking, SUBSCRIBE → acquire a dedicated connection, then as above
+//   AUTH, HELLO, SELECT, CLIENT …, QUIT, RESET → answered here (state never reaches a shared connection)
+//   anything else         → a shared connection of its (user, db, protocol) pool; the one that
+//                           holds its earlier replies while any are outstanding (read-your-writes)
+//
+// A request that must go somewhere other than where this client's replies are still pending
+// (or be answered here) waits: the client is "stalled", its socket paused, until they are in.
+// So replies always come back in order without a per-request reorder buffer.
+import { timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { ListenerTotals } from '../listener.js';
+import type { Pool, Waiter } from '../pool/pool.js';
+import type { SluiceError } from '../errors.js';
+import { classify, FORWARDED_CLIENT_SUBCOMMANDS, REFUSED_CLIENT_SUBCOMMANDS } from './command-table.js';
+import { RequestFramer, type RequestKind, type RespLimits } from './resp-framer.js';
+import { bulkReply, encodeRequest, encodeValue, errorReply, integerReply, requestArgs, RespMap, RespPush, type RespVersion, simpleReply } from './resp-values.js';
+import type { SharedPool } from './shared-pool.js';
+import type { EntryKind, ReplyTarget, ServerInfo, Upstream } from './upstream.js';
+
+export type ClientState = 'open' | 'closing' | 'closed';
+
+/** Why a client's input is on hold. */
+export type StallReason = 'replies' | 'dedicated' | 'server';
+
+/** What a client needs from its listener. */
+export interface ClientHost {
+  readonly limits: RespLimits;
+  readonly totals: ListenerTotals;
+  readonly defaultDb: number;
+  readonly draining: boolean;
+  requiresAuth(): boolean;
+  /** True when the user/password pair may log in. */
+  authenticate(user: string, password: Buffer): boolean;
+  sharedPool(user: string, db: number, resp: RespVersion): SharedPool;
+  dedicatedPool(user: string): Pool<Upstream>;
+  serverInfo(): ServerInfo | null;
+  clients(): Iterable<RedisClient>;
+  removed(client: RedisClient): void;
+  authFailed(): void;
+  pinned(reason: string): void;
+}
+
+interface StalledRequest {
+  raw: Buffer[];
+  kind: RequestKind;
+  name: string;
+  reason: StallReason;
+}
+
+const OK = simpleReply('OK');
+const NOAUTH = errorReply('NOAUTH Authentication required.');
+const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
+
+export class RedisClient implements ReplyTarget, Waiter<Upstream> {
+  state: ClientState = 'open';
+  readonly createdAtMs = Date.now();
+  lastActivityMs = Date.now();
+  name: string | null = null;
+  libName = '';
+  libVer = '';
+  user = 'default';
+  authed: boolean;
+  db: number;
+  resp: RespVersion = 2;
+  /** Requests sent upstream whose replies have not all come back. */
+  outstanding = 0;
+  /** The shared connection holding this client's outstanding replies. */
+  bound: Upstream | null = null;
+  dedicated: Upstream | null = null;
+  inMulti = false;
+  watching = false;
+  subscribed = false;
+  stalled: StalledRequest | null = null;
+  lastCommand = 'NULL';
+  readonly addr: string;
+  readonly laddr: string;
+
+  private readonly framer: RequestFramer;
+  /** Pieces of a request that has not ended yet. */
+  private partial: Buffer[] = [];
+  /** Input not yet processed because the client is stalled. */
+  private held: Buffer[] = [];
+  private finalReply: Buffer | null = null;
+  private settleScheduled = false;
+  private acquiring = false;
+  private midReply = false;
+  private readonly settleBound = () => this.settle();
+
+  constructor(
+    readonly id: number,
+    private readonly socket: Socket,
+    private readonly host: ClientHost,
+  ) {
+    this.framer = new RequestFramer(host.limits);
+    this.authed = !host.requiresAuth();
+    this.db = host.defaultDb;
+    this.addr = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.laddr = `${socket.localAddress}:${socket.localPort}`;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.onClose());
+  }
+
+  /** The client's pool is waiting (for a dedicated connection or the server), not merely slow. */
+  get waiting(): boolean {
+    return this.stalled !== null && this.stalled.reason !== 'replies';
+  }
+
+  // ── Input ────────────────────────────────────────────────────────────────────────────────
+
+  private onData(chunk: Buffer): void {
+    this.host.totals.bytesReceived += chunk.length;
+    this.lastActivityMs = Date.now();
+    if (this.state !== 'open') return;
+    if (this.stalled !== null) {
+      this.held.push(chunk);
+      return;
+    }
+    this.consume(chunk);
+  }
+
+  /** Frames and routes every request in `chunk`; returns false when it stalled (the rest is held). */
+  private consume(chunk: Buffer): boolean {
+    const framer = this.framer;
+    const len = chunk.length;
+    let pos = 0;
+    let runTarget: Upstream | null = null;
+    let runStart = 0;
+    while (pos < len) {
+      let end: number;
+      try {
+        end = framer.next(chunk, pos);
+      } catch (err) {
+        if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+        this.protocolError((err as Error).message);
+        return false;
+      }
+      if (end < 0) {
+        if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+        this.partial.push(pos === 0 ? chunk : chunk.subarray(pos));
+        return true;
+      }
+      // The hot path: a complete ordinary command, for a shared connection. Consecutive ones go
+      // out as one slice of the read buffer.
+      if (this.partial.length === 0 && framer.kind === 'array' && this.authed && this.dedicated === null && classify(framer.name) === 'shared') {
+        const target = this.bound ?? this.pickShared();
+        if (target !== runTarget) {
+          if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+          runTarget = target;
+          runStart = pos;
+        }
+        target.expect(this, 'reply');
+        this.outstanding++;
+        pos = end;
+        continue;
+      }
+      if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+      runTarget = null;
+      let raw: Buffer[];
+      if (this.partial.length > 0) {
+        raw = this.partial;
+        raw.push(chunk.subarray(pos, end));
+        this.partial = [];
+      } else raw = [chunk.subarray(pos, end)];
+      const name = framer.kind === 'array' ? framer.name : '';
+      if (!this.handle(raw, framer.kind, name)) {
+        if (end < len && this.state === 'open') this.held.unshift(chunk.subarray(end));
+        return false;
+      }
+      pos = end;
+    }
+    if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+    return true;
+  }
+
+  private pickShared(): Upstream {
+    const conn = this.host.sharedPool(this.user, this.db, this.resp).pick();
+    this.bound = conn;
+    return conn;
+  }
+
+  /** Routes one request that is not on the hot path. Returns false when the client stalled on it. */
+  private handle(raw: Buffer[], kind: RequestKind, name: string): boolean {
+    if (kind === 'empty') return true;
+    let args: Buffer[] | null = null;
+    if (kind === 'inline') {
+      // Inline commands are re-encoded as RESP arrays so shared connections only see one syntax.
+      args = requestArgs(Buffer.concat(raw));
+      if (args.length === 0) return true;
+      name = args[0].toString('latin1').toLowerCase();
+      raw = [encodeRequest(args)];
+    }
+    const cls = classify(name);
+    const argv = (): Buffer[] => {
+      if (args === null) args = requestArgs(raw.length === 1 ? raw[0] : Buffer.concat(raw));
+      return args;
+    };
+    this.lastCommand = name;
+    if (!this.authed && cls !== 'auth' && cls !== 'hello' && cls !== 'quit') return this.local(raw, kind, name, NOAUTH);
+    if (this.subscribed && this.dedicated !== null) {
+      if (cls === 'reset') return this.reset(raw, kind, name);
+      // Pub/sub mode: the connection is this client's alone; the server enforces what is allowed.
+      this.send(this.dedicated, raw, 'reply');
+      return true;
+    }
+    if (this.dedicated !== null && this.inMulti && cls !== 'quit' && cls !== 'reset') {
+      // Inside MULTI everything is queued by the server, connection-state commands included.
+      this.send(this.dedicated, raw, 'reply');
+      if (name === 'exec' || name === 'discard') {
+        this.inMulti = false;
+        this.watching = false;
+      } else if (cls === 'select') this.selectedOnDedicated(argv());
+      return true;
+    }
+    switch (cls) {
+      case 'shared':
+        return this.forward(raw);
+      case 'maybe-blocking':
+        if (!hasBlockOption(argv())) return this.forward(raw);
+        return this.forwardDedicated(raw, kind, name, 'blocking');
+      case 'blocking':
+        return this.forwardDedicated(raw, kind, name, 'blocking');
+      case 'transaction-start':
+        if (!this.forwardDedicated(raw, kind, name, 'reply')) return false;
+        if (name === 'multi') this.inMulti = true;
+        else this.watching = true;
+        return true;
+      case 'transaction-end':
+        if (this.dedicated === null) return this.forward(raw);
+        this.send(this.dedicated, raw, 'reply');
+        this.watching = false;
+        return true;
+      case 'subscribe':
+        if (!this.forwardDedicated(raw, kind, name, 'subscribe')) return false;
+        this.subscribed = true;
+        return true;
+      case 'unsubscribe':
+        return this.local(raw, kind, name, this.unsubscribeReplies(name, argv()));
+      case 'auth':
+        return this.local(raw, kind, name, this.auth(argv()));
+      case 'hello':
+        return this.hello(raw, kind, name, argv());
+      case 'select':
+        return this.select(raw, kind, name, argv());
+      case 'client':
+        return this.client(raw, kind, name, argv());
+      case 'quit':
+        if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+        this.closeWhenIdle(OK);
+        return false;
+      case 'reset':
+        return this.reset(raw, kind, name);
+      case 'refused':
+        return this.local(raw, kind, name, errorReply(`ERR ${name.toUpperCase()} is not supported through sluice (it would take over a shared upstream connection)`));
+    }
+  }
+
+  /** Sends to the connection holding this client's replies: its dedicated one, its bound one, or a fresh pick. */
+  private forward(raw: Buffer[]): boolean {
+    const target = this.dedicated ?? this.bound ?? this.pickShared();
+    this.send(target, raw, 'reply');
+    return true;
+  }
+
+  private send(target: Upstream, raw: Buffer[], kind: EntryKind): void {
+    target.expect(this, kind);
+    for (const piece of raw) target.write(piece);
+    this.outstanding++;
+  }
+
+  /** Sends on a dedicated connection, acquiring one first (after the shared replies are in). */
+  private forwardDedicated(raw: Buffer[], kind: RequestKind, name: string, entry: EntryKind): boolean {
+    if (this.dedicated === null) {
+      if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+      this.stall(raw, kind, name, 'dedicated');
+      this.acquiring = true;
+      this.host.dedicatedPool(this.user).acquire(this);
+      return false;
+    }
+    this.send(this.dedicated, raw, entry);
+    return true;
+  }
+
+  /** Answers locally, once the replies before it are written. */
+  private local(raw: Buffer[], kind: RequestKind, name: string, reply: Buffer): boolean {
+    if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+    this.reply(reply);
+    return true;
+  }
+
+  private reply(buf: Buffer): void {
+    this.host.totals.queries++;
+    this.host.totals.bytesSent += buf.length;
+    this.socket.write(buf);
+  }
+
+  private stall(raw: Buffer[], kind: RequestKind, name: string, reason: StallReason): false {
+    this.stalled = { raw, kind, name, reason };
+    this.socket.pause();
+    return false;
+  }
+
+  /** Retries the stalled request (or answers it with `error`), then the input held behind it. */
+  private resume(error?: Buffer): void {
+    const stalled = this.stalled;
+    if (stalled === null || this.state !== 'open') return;
+    this.stalled = null;
+    if (error !== undefined) this.reply(error);
+    else if (!this.handle(stalled.raw, stalled.kind, stalled.name)) return;
+    while (this.held.length > 0 && this.stalled === null && this.state === 'open') {
+      const chunk = this.held.shift() as Buffer;
+      if (!this.consume(chunk)) return;
+    }
+    if (this.stalled === null && this.state === 'open') this.socket.resume();
+  }
+
+  // ── Replies (ReplyTarget) ───────────────────────────────────────────────────────────────
+
+  receive(buf: Buffer, start: number, end: number, replies: number): void {
+    this.outstanding -= replies;
+    if (this.state === 'closed') return;
+    this.midReply = false;
+    this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+    const totals = this.host.totals;
+    totals.bytesSent += end - start;
+    totals.queries += replies;
+    if (this.outstanding === 0 && replies > 0) this.becameIdle();
+  }
+
+  receivePartial(buf: Buffer, start: number, end: number): void {
+    if (this.state === 'closed') return;
+    this.midReply = true;
+    this.socket.write(buf.subarray(start, end));
+    this.host.totals.bytesSent += end - start;
+  }
+
+  requestFailed(message: string, midReply: boolean): void {
+    this.outstanding--;
+    if (this.state === 'closed') return;
+    if (midReply || this.midReply) {
+      // Half a reply was passed on: no error can follow it that the client would parse.
+      this.socket.destroy();
+      return;
+    }
+    this.reply(errorReply(`ERR ${message}`));
+    if (this.outstanding === 0) this.becameIdle();
+  }
+
+  dedicatedLost(conn: Upstream): void {
+    if (this.dedicated !== conn) return;
+    this.dedicated = null;
+    conn.owner = null;
+    this.inMulti = false;
+    this.watching = false;
+    if (this.subscribed) {
+      // Its subscriptions are gone with the connection; closing tells the client to subscribe again.
+      this.subscribed = false;
+      this.socket.end();
+    }
+  }
+
+  private becameIdle(): void {
+    this.bound = null;
+    if (!this.settleScheduled && (this.stalled !== null || this.dedicated !== null || this.state === 'closing' || this.host.draining)) {
+      this.settleScheduled = true;
+      queueMicrotask(this.settleBound);
+    }
+  }
+
+  /** Runs after the last outstanding reply: releases a dedicated connection, resumes, or closes. */
+  private settle(): void {
+    this.settleScheduled = false;
+    if (this.state === 'closed' || this.outstanding > 0) return;
+    if (this.dedicated !== null && !this.inMulti && !this.watching && !this.subscribed) this.releaseDedicated();
+    if (this.state === 'closing' || this.host.draining) {
+      this.finishClosing();
+      return;
+    }
+    if (this.stalled?.reason === 'replies') this.resume();
+  }
+
+  // ── Dedicated connections (Waiter) ──────────────────────────────────────────────────────
+
+  grant(conn: Upstream): void {
+    this.acquiring = false;
+    if (this.state !== 'open') {
+      this.host.dedicatedPool(this.user).release(conn);
+      return;
+    }
+    conn.owner = this;
+    this.dedicated = conn;
+    const reason = this.stalled?.name ?? 'dedicated';
+    this.host.pinned(reason);
+    // Bring the connection to this client's protocol and database; those replies are dropped.
+    if (conn.resp !== this.resp) {
+      conn.sendInternal(['HELLO', String(this.resp)]);
+      conn.resp = this.resp;
+    }
+    if (conn.db !== this.db) {
+      conn.sendInternal(['SELECT', String(this.db)]);
+      conn.db = this.db;
+    }
+    queueMicrotask(() => this.resume());
+  }
+
+  fail(err: SluiceError): void {
+    this.acquiring = false;
+    queueMicrotask(() => this.resume(errorReply(`ERR ${err.message}`)));
+  }
+
+  private releaseDedicated(): void {
+    const conn = this.dedicated;
+    if (conn === null) return;
+    this.dedicated = null;
+    conn.owner = null;
+    const pool = this.host.dedicatedPool(this.user);
+    // Only a connection with nothing unread and no pub/sub mode may serve someone else.
+    if (conn.state === 'ready' && !conn.passthrough && conn.inFlight === 0 && !this.inMulti && !this.watching) pool.release(conn);
+    else pool.remove(conn, 'error');
+  }
+
+  // ── Commands answered here ──────────────────────────────────────────────────────────────
+
+  private auth(args: Buffer[]): Buffer {
+    if (args.length < 2 || args.length > 3) return errorReply("ERR wrong number of arguments for 'auth' command");
+    if (!this.host.requiresAuth()) {
+      return errorReply('ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?');
+    }
+    const user = args.length === 3 ? args[1].toString() : 'default';
+    if (!this.host.authenticate(user, args[args.length - 1])) {
+      this.host.authFailed();
+      return WRONGPASS;
+    }
+    this.switchUser(user);
+    return OK;
+  }
+
+  private switchUser(user: string): void {
+    this.authed = true;
+    if (user === this.user) return;
+    // Another user's connections carry other ACL rights: never keep one.
+    if (this.dedicated !== null) {
+      const conn = this.dedicated;
+      this.dedicated = null;
+      conn.owner = null;
+      this.host.dedicatedPool(this.user).remove(conn, 'retired');
+      this.inMulti = false;
+      this.watching = false;
+    }
+    this.user = user;
+  }
+
+  private hello(raw: Buffer[], kind: RequestKind, name: string, args: Buffer[]): boolean {
+    if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+    let resp = this.resp;
+    if (args.length >= 2) {
+      const version = args[1].toString();
+      if (version !== '2' && version !== '3') return this.local(raw, kind, name, errorReply('NOPROTO unsupported protocol version'));
+      resp = version === '3' ? 3 : 2;
+    }
+    let authUser: string | null = null;
+    let authPass: Buffer | null = null;
+    let setName: string | null = null;
+    for (let i = 2; i < args.length; ) {
+      const option = args[i].toString().toLowerCase();
+      if (option === 'auth' && i + 2 < args.length) {
+        authUser = args[i + 1].toString();
+        authPass = args[i + 2];
+        i += 3;
+      } else if (option === 'setname' && i + 1 < args.length) {
+        setName = args[i + 1].toString();
+        i += 2;
+      } else {
+        return this.local(raw, kind, name, errorReply(`ERR Syntax error in HELLO option '${option}'`));
+      }
+    }
+    if (authUser !== null && authPass !== null) {
+      if (!this.host.requiresAuth() || !this.host.authenticate(authUser, authPass)) {
+        if (this.host.requiresAuth()) this.host.authFailed();
+        return this.local(raw, kind, name, WRONGPASS);
+      }
+    } else if (!this.authed) {
+      return this.local(
+        raw,
+        kind,
+        name,
+        errorReply('NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time'),
+      );
+    }
+    if (setName !== null && !validClientName(setName)) return this.local(raw, kind, name, errorReply('ERR Client names cannot contain spaces, newlines or special characters.'));
+    const info = this.host.serverInfo();
+    if (info === null) {
+      // The reply carries the server's version: learn it from a first login.
+      this.stall(raw, kind, name, 'server');
+      this.host.sharedPool(authUser ?? this.user, this.db, resp).whenReady((err) => queueMicrotask(() => this.resume(err ? errorReply(`ERR ${err.message}`) : undefined)));
+      return false;
+    }
+    if (authUser !== null) this.switchUser(authUser);
+    if (setName !== null) this.name = setName || null;
+    if (resp !== this.resp && this.dedicated !== null) {
+      this.dedicated.sendInternal(['HELLO', String(resp)]);
+      this.dedicated.resp = resp;
+    }
+    this.resp = resp;
+    const map = new RespMap([
+      ['server', 'redis'],
+      ['version', info.version],
+      ['proto', resp],
+      ['id', this.id],
+      ['mode', info.mode],
+      ['role', info.role],
+      ['modules', []],
+    ]);
+    this.reply(encodeValue(map, resp));
+    return true;
+  }
+
+  private select(raw: Buffer[], kind: RequestKind, name: string, args: Buffer[]): boolean {
+    if (args.length !== 2) return this.local(raw, kind, name, errorReply("ERR wrong number of arguments for 'select' command"));
+    const text = args[1].toString();
+    if (!/^-?\d{1,10}$/.test(text)) return this.local(raw, kind, name, errorReply('ERR value is not an integer or out of range'));
+    const db = Number(text);
+    if (db < 0) return this.local(raw, kind, name, errorReply('ERR DB index is out of range'));
+    if (this.dedicated !== null) {
+      // WATCH in progress: the pinned connection changes database; it goes back to the pool in that state and is reset on the next grant.
+      this.send(this.dedicated, raw, 'reply');
+      this.selectedOnDedicated(args);
+      return true;
+    }
+    if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+    if (db === this.db) return this.local(raw, kind, name, OK);
+    // Each database has its own shared connections (SELECTed at login): the client's SELECT
+    // never reaches a shared connection. A first login proves the index exists.
+    const pool = this.host.sharedPool(this.user, db, this.resp);
+    if (pool.serverInfo() !== null) {
+      this.db = db;
+      return this.local(raw, kind, name, OK);
+    }
+    this.stall(raw, kind, name, 'server');
+    pool.whenReady((err) => queueMicrotask(() => this.resume(err ? errorReply(`ERR ${err.message}`) : undefined)));
+    return false;
+  }
+
+  private selectedOnDedicated(args: Buffer[]): void {
+    const db = Number(args[1]?.toString());
+    if (!Number.isInteger(db) || db < 0 || this.dedicated === null) return;
+    this.db = db;
+    this.dedicated.db = db;
+  }
+
+  private client(raw: Buffer[], kind: RequestKind, name: string, args: Buffer[]): boolean {
+    if (args.length < 2) return this.local(raw, kind, name, errorReply("ERR wrong number of arguments for 'client' command"));
+    const sub = args[1].toString().toLowerCase();
+    this.lastCommand = `client|${sub}`;
+    if (FORWARDED_CLIENT_SUBCOMMANDS.has(sub)) return this.forward(raw);
+    if (REFUSED_CLIENT_SUBCOMMANDS.has(sub)) {
+      return this.local(raw, kind, name, errorReply(`ERR CLIENT ${sub.toUpperCase()} is not supported through sluice (it needs an upstream connection of its own)`));
+    }
+    switch (sub) {
+      case 'id':
+        return this.local(raw, kind, name, integerReply(this.id));
+      case 'getname':
+        return this.local(raw, kind, name, bulkReply(this.name, this.resp));
+      case 'setname': {
+        if (args.length !== 3) return this.local(raw, kind, name, errorReply("ERR wrong number of arguments for 'client|setname' command"));
+        const newName = args[2].toString();
+        if (!validClientName(newName)) return this.local(raw, kind, name, errorReply('ERR Client names cannot contain spaces, newlines or special characters.'));
+        if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+        this.name = newName || null;
+        return this.local(raw, kind, name, OK);
+      }
+      case 'setinfo': {
+        if (args.length !== 4) return this.local(raw, kind, name, errorReply("ERR wrong number of arguments for 'client|setinfo' command"));
+        const attr = args[2].toString().toLowerCase();
+        if (attr !== 'lib-name' && attr !== 'lib-ver') return this.local(raw, kind, name, errorReply(`ERR Unrecognized option '${args[2].toString()}'`));
+        if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+        if (attr === 'lib-name') this.libName = args[3].toString();
+        else this.libVer = args[3].toString();
+        return this.local(raw, kind, name, OK);
+      }
+      case 'info':
+        return this.local(raw, kind, name, bulkReply(`${this.describe()}\n`, this.resp));
+      case 'list':
+        return this.local(raw, kind, name, this.list(args));
+      case 'kill':
+        if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+        return this.local(raw, kind, name, this.clientKill(args));
+      default:
+        return this.forward(raw);
+    }
+  }
+
+  private list(args: Buffer[]): Buffer {
+    let type: string | null = null;
+    let ids: Set<number> | null = null;
+    for (let i = 2; i < args.length; ) {
+      const option = args[i].toString().toLowerCase();
+      if (option === 'type' && i + 1 < args.length) {
+        type = args[i + 1].toString().toLowerCase();
+        if (!['normal', 'master', 'replica', 'slave', 'pubsub'].includes(type)) return errorReply(`ERR Unknown client type '${args[i + 1].toString()}'`);
+        i += 2;
+      } else if (option === 'id' && i + 1 < args.length) {
+        ids = new Set();
+        for (i++; i < args.length; i++) {
+          const id = Number(args[i].toString());
+          if (!Number.isInteger(id) || id <= 0) return errorReply('ERR Invalid client ID');
+          ids.add(id);
+        }
+      } else return errorReply('ERR syntax error');
+    }
+    const lines: string[] = [];
+    for (const client of this.host.clients()) {
+      if (client.state === 'closed') continue;
+      if (type !== null && client.type() !== type) continue;
+      if (ids !== null && !ids.has(client.id)) continue;
+      lines.push(`${client.describe()}\n`);
+    }
+    return bulkReply(lines.join(''), this.resp);
+  }
+
+  private clientKill(args: Buffer[]): Buffer {
+    if (args.length === 3) {
+      // Old form: CLIENT KILL addr:port.
+      const addr = args[2].toString();
+      for (const client of this.host.clients()) {
+        if (client.addr === addr && client.state !== 'closed') {
+          client.kill(client === this);
+          return OK;
+        }
+      }
+      return errorReply('ERR No such client');
+    }
+    const filters: Array<(c: RedisClient) => boolean> = [];
+    let skipMe = true;
+    for (let i = 2; i < args.length; i += 2) {
+      const option = args[i].toString().toLowerCase();
+      const value = args[i + 1]?.toString();
+      if (value === undefined) return errorReply('ERR syntax error');
+      switch (option) {
+        case 'id': {
+          const id = Number(value);
+          if (!Number.isInteger(id) || id <= 0) return errorReply('ERR client-id should be greater than 0');
+          filters.push((c) => c.id === id);
+          break;
+        }
+        case 'type': {
+          const type = value.toLowerCase();
+          if (!['normal', 'master', 'replica', 'slave', 'pubsub'].includes(type)) return errorReply(`ERR Unknown client type '${value}'`);
+          filters.push((c) => c.type() === type);
+          break;
+        }
+        case 'addr':
+          filters.push((c) => c.addr === value);
+          break;
+        case 'laddr':
+          filters.push((c) => c.laddr === value);
+          break;
+        case 'user':
+          filters.push((c) => c.user === value);
+          break;
+        case 'maxage': {
+          const maxAge = Number(value);
+          filters.push((c) => (Date.now() - c.createdAtMs) / 1000 >= maxAge);
+          break;
+        }
+        case 'skipme':
+          if (value.toLowerCase() !== 'yes' && value.toLowerCase() !== 'no') return errorReply('ERR syntax error');
+          skipMe = value.toLowerCase() === 'yes';
+          break;
+        default:
+          return errorReply('ERR syntax error');
+      }
+    }
+    let killed = 0;
+    for (const client of [...this.host.clients()]) {
+      if (client.state === 'closed' || (skipMe && client === this)) continue;
+      if (!filters.every((f) => f(client))) continue;
+      client.kill(client === this);
+      killed++;
+    }
+    return integerReply(killed);
+  }
+
+  private reset(raw: Buffer[], kind: RequestKind, name: string): boolean {
+    if (!this.subscribed && this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
+    if (this.dedicated !== null) {
+      // Whatever state the pinned connection is in (MULTI, WATCH, pub/sub), it is not reused.
+      const conn = this.dedicated;
+      this.dedicated = null;
+      conn.owner = null;
+      this.host.dedicatedPool(this.user).remove(conn, 'reset-failed');
+    }
+    this.outstanding = 0;
+    this.inMulti = false;
+    this.watching = false;
+    this.subscribed = false;
+    this.db = this.host.defaultDb;
+    this.resp = 2;
+    this.name = null;
+    if (this.host.requiresAuth()) this.authed = false;
+    this.user = 'default';
+    this.reply(simpleReply('RESET'));
+    return true;
+  }
+
+  private unsubscribeReplies(name: string, args: Buffer[]): Buffer {
+    const channels = args.length > 1 ? args.slice(1) : [null];
+    return Buffer.concat(channels.map((channel) => encodeValue(new RespPush([name, channel, 0]), this.resp)));
+  }
+
+  // ── Lifecycle ───────────────────────────────────────────────────────────────────────────
+
+  /** 'normal' or 'pubsub', as CLIENT LIST/KILL TYPE see it. */
+  type(): string {
+    return this.subscribed ? 'pubsub' : 'normal';
+  }
+
+  /** A CLIENT LIST line in the server's format (the fields a client library reads). */
+  describe(): string {
+    const now = Date.now();
+    const flags = `${this.subscribed ? 'P' : ''}${this.inMulti ? 'x' : ''}` || 'N';
+    return [
+      `id=${this.id}`,
+      `addr=${this.addr}`,
+      `laddr=${this.laddr}`,
+      'fd=-1',
+      `name=${this.name ?? ''}`,
+      `age=${Math.floor((now - this.createdAtMs) / 1000)}`,
+      `idle=${Math.floor((now - this.lastActivityMs) / 1000)}`,
+      `flags=${flags}`,
+      `db=${this.db}`,
+      `sub=${this.subscribed ? 1 : 0}`,
+      'psub=0',
+      'ssub=0',
+      `multi=${this.inMulti ? 0 : -1}`,
+      'qbuf=0',
+      'qbuf-free=0',
+      'argv-mem=0',
+      'multi-mem=0',
+      'rbs=0',
+      'rbp=0',
+      'obl=0',
+      `oll=${this.outstanding}`,
+      'omem=0',
+      'tot-mem=0',
+      'events=r',
+      `cmd=${this.lastCommand}`,
+      `user=${this.user}`,
+      'redir=-1',
+      `resp=${this.resp}`,
+      `lib-name=${this.libName}`,
+      `lib-ver=${this.libVer}`,
+    ].join(' ');
+  }
+
+  /** CLIENT KILL: the killer's own connection closes after its reply is written. */
+  kill(self: boolean): void {
+    // The caller's own reply is written first, then its connection closes.
+    if (self) queueMicrotask(() => this.closeWhenIdle(null));
+    else this.socket.destroy();
+  }
+
+  /** Drain: no new requests; closes once the outstanding replies are written. */
+  drain(): void {
+    if (this.state !== 'open') return;
+    this.closeWhenIdle(null);
+  }
+
+  closeForIdle(): void {
+    this.socket.destroy();
+  }
+
+  /** Closes now (listener close). */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private protocolError(message: string): void {
+    this.partial = [];
+    this.held = [];
+    this.closeWhenIdle(errorReply(`ERR ${message}`));
+  }
+
+  private closeWhenIdle(finalReply: Buffer | null): void {
+    if (this.state !== 'open') return;
+    this.state = 'closing';
+    this.finalReply = finalReply;
+    this.stalled = null;
+    this.held = [];
+    this.socket.pause();
+    if (this.acquiring && this.host.dedicatedPool(this.user).cancel(this)) this.acquiring = false;
+    if (this.outstanding === 0 || this.subscribed) this.finishClosing();
+  }
+
+  private finishClosing(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closing';
+    if (this.finalReply !== null) this.reply(this.finalReply);
+    this.finalReply = null;
+    this.socket.end();
+  }
+
+  private onClose(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.stalled = null;
+    this.held = [];
+    this.partial = [];
+    if (this.acquiring && this.host.dedicatedPool(this.user).cancel(this)) this.acquiring = false;
+    if (this.dedicated !== null) {
+      const conn = this.dedicated;
+      // A connection with replies still to come, a transaction or subscriptions is closed, not reused.
+      if (this.outstanding === 0 && !this.subscribed && !this.inMulti && !this.watching) this.releaseDedicated();
+      else {
+        this.dedicated = null;
+        conn.owner = null;
+        this.host.dedicatedPool(this.user).remove(conn, 'error');
+      }
+    }
+    this.host.removed(this);
+  }
+}
+
+function hasBlockOption(args: Buffer[]): boolean {
+  for (let i = 1; i < args.length; i++) {
+    const arg = args[i].toString().toLowerCase();
+    if (arg === 'block') return true;
+    if (arg === 'streams') return false;
+  }
+  return false;
+}
+
+function validClientName(name: string): boolean {
+  return /^[!-~]*$/.test(name);
+}
+
+/** Constant-time comparison, so a password cannot be guessed byte by byte from response times. */
+export function sameSecret(given: Buffer, expected: string): boolean {
+  const want = Buffer.from(expected, 'utf8');
+  if (given.length !== want.length) {
+    timingSafeEqual(want, want);
+    return false;
+  }
+  return timingSafeEqual(given, want);
+}
