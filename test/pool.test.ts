@@ -267,3 +267,23 @@ t.test('stats report the oldest wait', async (t) => {
   t.equal(stats.opening, 1);
   t.ok(stats.oldestWaitMs >= 25);
 });
+
+t.test('taking idle connections one by one never loses another idle one', async (t) => {
+  const connector = new FakeConnector();
+  const pool = makePool(connector, { size: 3 });
+  t.teardown(() => pool.close());
+  const first = [new Borrower('a'), new Borrower('b'), new Borrower('c')];
+  for (const b of first) pool.acquire(b);
+  await Promise.all(first.map((b) => b.settled));
+  for (const b of first) pool.release(b.conn as FakeConn);
+  t.equal(pool.stats().idle, 3);
+  const again = [new Borrower('d'), new Borrower('e'), new Borrower('f')];
+  for (const b of again) pool.acquire(b);
+  await Promise.all(again.map((b) => b.settled));
+  t.same(new Set(again.map((b) => b.conn?.id)).size, 3, 'three distinct connections');
+  t.equal(pool.stats().idle, 0);
+  t.equal(pool.stats().active, 3, 'all three are on the active list');
+  t.equal(connector.opened, 3, 'no connection was opened to replace a lost one');
+  for (const b of again) pool.release(b.conn as FakeConn);
+  t.equal(pool.stats().idle, 3, 'all three come back');
+});

@@ -134,7 +134,8 @@ export class Pool<C extends PooledConnection> {
       return;
     }
     if (!this.paused && this.waiting === 0) {
-      const conn = this.idle.pop();
+      // Most recently used first (warm caches); move() takes it off the idle list.
+      const conn = this.idle[this.idle.length - 1];
       if (conn) {
         this.move(conn, 'active');
         this.options.observer?.waited?.(0);
@@ -212,7 +213,7 @@ export class Pool<C extends PooledConnection> {
   resume(): void {
     this.paused = false;
     while (this.waiting > 0 && this.idle.length > 0) {
-      const conn = this.idle.pop() as C;
+      const conn = this.idle[this.idle.length - 1];
       const next = this.shift() as QueuedWaiter<C>;
       this.move(conn, 'active');
       this.options.observer?.waited?.(Date.now() - next.sinceMs);
@@ -240,7 +241,11 @@ export class Pool<C extends PooledConnection> {
   private move(conn: C, to: ServerState): void {
     const from = conn.poolState;
     if (from === to) return;
-    if (from === 'idle') this.idle.splice(this.idle.indexOf(conn), 1);
+    if (from === 'idle') {
+      // indexOf is -1 only by a bug elsewhere; splice(-1) would drop another connection.
+      const at = this.idle.indexOf(conn);
+      if (at >= 0) this.idle.splice(at, 1);
+    }
     else if (from === 'active') this.active.delete(conn);
     if (to === 'idle') {
       conn.idleSinceMs = Date.now();
