@@ -122,7 +122,10 @@ export class PostgresListener implements Listener, SessionContext {
           throw err;
         }
       },
-      close: (server) => server.terminate(),
+      close: (server, reason) => {
+        this.log.debug({ database, user, server: server.id, reason }, 'closing server connection');
+        server.terminate();
+      },
     };
     const options: PoolOptions = {
       ...this.poolOptions(),
@@ -190,7 +193,20 @@ export class PostgresListener implements Listener, SessionContext {
     return this.learned.get(user);
   }
 
-  async verifyUpstream(database: string, user: string, password: string): Promise<boolean> {
+  /** Concurrent first logins of one user with one password share one upstream check. */
+  private readonly verifying = new Map<string, Promise<boolean>>();
+
+  verifyUpstream(database: string, user: string, password: string): Promise<boolean> {
+    const key = `${database}\0${user}\0${password}`;
+    let check = this.verifying.get(key);
+    if (!check) {
+      check = this.checkUpstream(database, user, password).finally(() => this.verifying.delete(key));
+      this.verifying.set(key, check);
+    }
+    return check;
+  }
+
+  private async checkUpstream(database: string, user: string, password: string): Promise<boolean> {
     const login = this.loginFor(database, user);
     if (this.config.server.password === undefined) login.password = password;
     try {
