@@ -138,6 +138,8 @@ export class Upstream implements PooledConnection {
 
   /** Registers that a request was queued whose reply goes to `owner` (null: read and drop). */
   expect(owner: ReplyTarget | null, kind: EntryKind): void {
+    // In pub/sub mode all the server sends is the owner's, in its order: nothing to match.
+    if (this.passthrough) return;
     this.owners.push(owner);
     this.kinds.push(kind);
     if (kind === 'blocking') this.blockingInFlight++;
