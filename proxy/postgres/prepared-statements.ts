@@ -33,7 +33,7 @@
 import { createHash } from 'node:crypto';
 import { BackendCode, FrontendCode, TxStatus } from './protocol-codes.js';
 import { type Expectation, type ReplyHooks, ReplyQueue, type ReplySink, errorMessageOf, nextSeq, renameInError } from './prepared-reply-queue.js';
-import { type CommandTagEffect, commandTagEffect, isTransactionExitStatement } from './sql-scan.js';
+import { type CommandTagEffect, commandTagEffect, isTransactionExitStatement, scanQueryMessage } from './sql-scan.js';
 
 /** One unique (query text, parameter types), under its sluice-wide name. */
 export interface SharedStatement {
@@ -69,14 +69,8 @@ export class StatementRegistry {
     if (known) return known;
     const hash = createHash('sha1').update(buf.subarray(textStart, end)).digest('hex').slice(0, 8);
     const name = `${NAME_PREFIX}${hash}_${++this.counter}`;
-    const nameBytes = Buffer.byteLength(name);
-    const parse = Buffer.allocUnsafe(5 + nameBytes + 1 + (end - textStart));
-    parse[0] = FrontendCode.parse;
-    parse.writeInt32BE(parse.length - 1, 1);
-    parse.write(name, 5, 'utf8');
-    parse[5 + nameBytes] = 0;
-    buf.copy(parse, 6 + nameBytes, textStart, end);
-    const textStartInParse = 6 + nameBytes;
+    const parse = parseUnder(name, buf, textStart, end);
+    const textStartInParse = 6 + Buffer.byteLength(name);
     const textEnd = parse.indexOf(0, textStartInParse);
     const statement: SharedStatement = { key, name, parse, textStart: textStartInParse, textEnd, refs: 0, retired: false };
     this.byKey.set(key, statement);
@@ -229,6 +223,10 @@ export class ServerStatements implements ReplyHooks {
   onCommandComplete(entry: Expectation, buf: Buffer, start: number, end: number): void {
     const effect: CommandTagEffect | undefined = commandTagEffect(buf, start, end);
     if (effect !== 'discard-all' && effect !== 'deallocate-all') return;
+    if (entry.context instanceof DeallocateAll) {
+      entry.context.confirmed = true;
+      return;
+    }
     // everything prepared on this server before that statement ran is gone, and so are the
     // client's statements (as on a direct connection); later pipelined Parses survive
     const seq = entry.seq ?? Number.POSITIVE_INFINITY;
@@ -257,6 +255,53 @@ export class ServerStatements implements ReplyHooks {
   }
 }
 
+function deallocatesAll(buf: Buffer, start: number, end: number): boolean {
+  const effects = scanQueryMessage(buf, start, end);
+  return effects?.some((e) => (e.kind === 'deallocate' || e.kind === 'discard') && e.name === 'all') ?? false;
+}
+
+/**
+ * A simple Query with DEALLOCATE ALL or DISCARD ALL, applied when sent (messages pipelined after
+ * it must see the statements gone, as the server will) and put back unless its CommandComplete
+ * tag confirms it ran.
+ */
+class DeallocateAll {
+  confirmed = false;
+  private readonly names: [string, ClientStatement][];
+  private readonly cached: CachedStatement[];
+  private readonly owed: SharedStatement[];
+
+  constructor(
+    private readonly client: ClientStatements,
+    private readonly server: ServerStatements,
+  ) {
+    this.names = [...client.names];
+    client.names.clear();
+    this.cached = [...server.prepared.values()];
+    server.prepared.clear();
+    this.owed = server.closesOwed.splice(0);
+  }
+
+  settle(): void {
+    const registry = this.server.registry;
+    if (this.confirmed) {
+      for (const [, entry] of this.names) registry.release(entry.statement);
+      for (const cached of this.cached) registry.release(cached.statement);
+      for (const statement of this.owed) registry.release(statement);
+      return;
+    }
+    for (const [name, entry] of this.names) {
+      if (this.client.names.has(name)) registry.release(entry.statement);
+      else this.client.names.set(name, entry);
+    }
+    for (const cached of this.cached) {
+      if (this.server.prepared.has(cached.statement.name)) registry.release(cached.statement);
+      else this.server.prepared.set(cached.statement.name, cached);
+    }
+    this.server.closesOwed.push(...this.owed);
+  }
+}
+
 /** Where requests go: the server's outbox (proxy/postgres/outbox.ts has this shape). */
 export type RequestSink = ReplySink;
 
@@ -271,6 +316,18 @@ function closeMessage(name: string): Buffer {
   out[5] = 0x53; // 'S'
   out.write(name, 6, 'utf8');
   out[6 + nameBytes] = 0;
+  return out;
+}
+
+/** A Parse of the body buf[bodyStart..end) (text, types) under `name`. */
+function parseUnder(name: string, buf: Buffer, bodyStart: number, end: number): Buffer {
+  const nameBytes = Buffer.byteLength(name);
+  const out = Buffer.allocUnsafe(6 + nameBytes + (end - bodyStart));
+  out[0] = FrontendCode.parse;
+  out.writeInt32BE(out.length - 1, 1);
+  out.write(name, 5, 'utf8');
+  out[5 + nameBytes] = 0;
+  buf.copy(out, 6 + nameBytes, bodyStart, end);
   return out;
 }
 
@@ -349,6 +406,13 @@ export function fromClient(
       server.atBatchBoundary = true;
       return;
     case FrontendCode.query:
+      out.add(buf, start, end);
+      if (deallocatesAll(buf, start, end)) {
+        const deallocate = new DeallocateAll(client, server);
+        const settle = () => deallocate.settle();
+        server.replies.push({ reply: 'simple', action: 'forward', context: deallocate, onDone: settle, onUndo: settle }, reply);
+      } else server.replies.push({ reply: 'simple', action: 'forward', context: client }, reply);
+      return;
     case FrontendCode.functionCall:
       out.add(buf, start, end);
       server.replies.push({ reply: 'simple', action: 'forward', context: client }, reply);
@@ -504,12 +568,15 @@ function onParse(client: ClientStatements, server: ServerStatements, buf: Buffer
   const clientName = buf.toString('utf8', start + 5, nameEnd);
   const existing = client.names.get(clientName);
   if (existing) {
-    // a second Parse of a name in use fails with 42P05 on a direct connection; make the server
-    // say so by preparing the name it already has once more
+    // a second Parse of a name in use fails on a direct connection: with the new text's own
+    // error if it has one (the server parses before it checks the name), else 42P05. Send the
+    // new text under the sluice name the server already has, and let the server decide.
     const statement = currentStatement(client, existing);
     const context: StatementContext = { statement, clientName, client };
     ensurePrepared(server, statement, context, out, reply);
-    out.addBuffer(statement.parse);
+    payClosesOwed(server, out, reply);
+    out.addBuffer(parseUnder(statement.name, buf, nameEnd + 1, end));
+    server.atBatchBoundary = false;
     server.replies.push({ reply: 'parse', action: 'forward', context }, reply);
     return;
   }

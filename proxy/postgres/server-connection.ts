@@ -2,7 +2,7 @@
 // (trust, cleartext, md5, SCRAM-SHA-256), then byte forwarding state for whoever holds it.
 // The pooling decisions live in client-session.ts; this file owns the upstream socket.
 import { readFileSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { ConnectError, ProtocolError } from '../errors.js';
 import type { PooledConnection } from '../pool/pool.js';
@@ -319,7 +319,7 @@ export function connectUpstream(target: UpstreamTarget, timeoutMs: number, label
   return new Promise((resolve, reject) => {
     let settled = false;
     let current: Socket = netConnect({ host: target.host, port: target.port });
-    const timer = setTimeout(() => finish(new ConnectError(label, `no connection within ${timeoutMs}ms`)), timeoutMs);
+    const timer = setTimeout(() => finish(new ConnectError(label, `no connection within ${timeoutMs}ms (timeouts.connect)`)), timeoutMs);
     const finish = (err?: Error) => {
       if (settled) return;
       settled = true;
@@ -362,7 +362,7 @@ export function connectUpstream(target: UpstreamTarget, timeoutMs: number, label
         } catch (err) {
           return finish(new ConnectError(label, `cannot read server.ca_file: ${(err as Error).message}`));
         }
-        current = tlsConnect({ socket: raw, servername: target.host, rejectUnauthorized: verify, ca });
+        current = tlsConnect({ socket: raw, host: target.host, servername: isIP(target.host) ? undefined : target.host, rejectUnauthorized: verify, ca });
         current.once('error', onError);
         current.once('close', onClose);
         current.once('secureConnect', () => finish());
@@ -384,7 +384,7 @@ export async function openServer(target: UpstreamTarget, login: LoginParams, tim
     await Promise.race([
       server.runLogin(login),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new ConnectError(label, `login not finished within ${timeoutMs}ms`)), remainingMs);
+        timer = setTimeout(() => reject(new ConnectError(label, `login not finished within ${timeoutMs}ms (timeouts.connect)`)), remainingMs);
       }),
     ]);
   } catch (err) {
