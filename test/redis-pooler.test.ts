@@ -8,7 +8,7 @@ import { createClient } from 'redis';
 import t from 'tap';
 import { type RedisServer, startRedis } from './harness/redis-server.js';
 import { type SluiceProcess, startSluice } from './harness/sluice-process.js';
-import { freePort } from './harness/tools.js';
+import { freePort, waitFor } from './harness/tools.js';
 import { text, WireClient } from './redis-wire.js';
 
 const execFileAsync = promisify(execFile);
@@ -367,4 +367,24 @@ t.test('max_client_connections: the client over the limit gets -ERR max number o
   t.equal(text(await c.next()), 'ERR:ERR max number of clients reached');
   await c.closed;
   t.pass('and is closed');
+});
+
+t.test('drain on SIGTERM: idle clients close, a client waiting on BLPOP gets its reply first, then sluice exits', async (t) => {
+  const observer = await WireClient.connect(port.main);
+  const waiter = await WireClient.connect(port.main);
+  const idle = await WireClient.connect(port.main);
+  t.teardown(() => {
+    for (const c of [observer, waiter, idle]) c.close();
+  });
+  t.equal(text(await waiter.command('CLIENT', 'SETNAME', 'drainee')), 'OK');
+  t.equal(text(await idle.command('PING')), 'PONG');
+  waiter.send('BLPOP', 'drain:list', '30');
+  await waitFor('the BLPOP to be outstanding', async () => /name=drainee .*oll=1 /.test(text(await observer.command('CLIENT', 'LIST'))));
+  sluice.signal('SIGTERM');
+  await idle.closed;
+  t.pass('an idle client is closed at once');
+  await redis.cli('LPUSH', 'drain:list', 'last one');
+  t.equal(text(await waiter.next()), '[drain:list,last one]', 'the waiting client still gets its reply');
+  await waiter.closed;
+  t.equal(await sluice.exited, 0, 'sluice exits cleanly once its clients are gone');
 });

@@ -43,7 +43,7 @@ export interface ClientHost {
   clients(): Iterable<RedisClient>;
   removed(client: RedisClient): void;
   authFailed(): void;
-  pinned(reason: string): void;
+  pinned(user: string, db: number, reason: string): void;
 }
 
 interface StalledRequest {
@@ -397,7 +397,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     conn.owner = this;
     this.dedicated = conn;
     const reason = this.stalled?.name ?? 'dedicated';
-    this.host.pinned(reason);
+    this.host.pinned(this.user, this.db, reason);
     // Bring the connection to this client's protocol and database; those replies are dropped.
     if (conn.resp !== this.resp) {
       conn.sendInternal(['HELLO', String(this.resp)]);

@@ -3,7 +3,7 @@
 // connections per user — plus drain, close, reload and the snapshot metrics read.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { RedisListenerConfig } from '../../config/schema.js';
-import type { ListenerMetrics } from '../../metrics/metrics.js';
+import type { ListenerMetrics, PoolMetrics } from '../../metrics/metrics.js';
 import type { SluiceError } from '../errors.js';
 import { bindServer, type Listener, type ListenerDeps, type ListenerSnapshot, type ListenerTotals, type PoolSnapshot, type ReloadOutcome } from '../listener.js';
 import { type CloseReason, Pool } from '../pool/pool.js';
@@ -38,6 +38,7 @@ class RedisListener implements Listener, ClientHost {
   private upstreamReachable = true;
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly metrics: ListenerMetrics;
+  private readonly poolMetricHandles = new Map<string, PoolMetrics>();
 
   constructor(
     config: RedisListenerConfig,
@@ -182,8 +183,11 @@ class RedisListener implements Listener, ClientHost {
     let pool = this.shared.get(key);
     if (pool === undefined) {
       pool = new SharedPool(user, db, resp, this.sharedOptions(user), {
-        opened: () => {},
-        closed: (error) => this.upstreamClosed(error),
+        opened: () => this.poolMetrics(user, db).serverOpened(),
+        closed: (error) => {
+          this.poolMetrics(user, db).serverClosed(error === null ? 'retired' : 'error');
+          this.upstreamClosed(error);
+        },
         reachable: (up) => {
           this.upstreamReachable = up;
         },
@@ -239,7 +243,20 @@ class RedisListener implements Listener, ClientHost {
     this.metrics.authFailed();
   }
 
-  pinned(_reason: string): void {}
+  pinned(user: string, db: number, reason: string): void {
+    this.poolMetrics(user, db).pin(reason);
+  }
+
+  /** Label-bound handles, made once per (user, db): the hot path never hashes labels. */
+  private poolMetrics(user: string, db: number): PoolMetrics {
+    const key = `${user}\u0000${db}`;
+    let handles = this.poolMetricHandles.get(key);
+    if (handles === undefined) {
+      handles = this.deps.metrics.forPool('redis', this.name, String(db), user);
+      this.poolMetricHandles.set(key, handles);
+    }
+    return handles;
+  }
 
   // ── Internals ───────────────────────────────────────────────────────────────────────────
 
