@@ -34,6 +34,7 @@ export interface ClientHost {
   readonly totals: ListenerTotals;
   readonly defaultDb: number;
   readonly draining: boolean;
+  readonly maxDedicated: number;
   requiresAuth(): boolean;
   /** True when the user/password pair may log in. */
   authenticate(user: string, password: Buffer): boolean;
@@ -270,14 +271,17 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   }
 
   private send(target: Upstream, raw: Buffer[], kind: EntryKind): void {
+    this.outstanding++;
     target.expect(this, kind);
     for (const piece of raw) target.write(piece);
-    this.outstanding++;
   }
 
   /** Sends on a dedicated connection, acquiring one first (after the shared replies are in). */
   private forwardDedicated(raw: Buffer[], kind: RequestKind, name: string, entry: EntryKind): boolean {
     if (this.dedicated === null) {
+      if (this.host.maxDedicated === 0) {
+        return this.local(raw, kind, name, errorReply(`ERR ${name.toUpperCase()} needs a dedicated upstream connection and max_dedicated_connections is 0`));
+      }
       if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
       this.stall(raw, kind, name, 'dedicated');
       this.acquiring = true;
@@ -805,6 +809,9 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     if (this.finalReply !== null) this.reply(this.finalReply);
     this.finalReply = null;
     this.socket.end();
+    // Read again (onData drops what arrives now) so the client's FIN is seen and 'close' fires;
+    // a paused socket never learns its peer hung up, and a drain would wait for it forever.
+    this.socket.resume();
   }
 
   private onClose(): void {

@@ -167,6 +167,10 @@ class RedisListener implements Listener, ClientHost {
 
   // ── ClientHost ──────────────────────────────────────────────────────────────────────────
 
+  get maxDedicated(): number {
+    return this.config.max_dedicated_connections;
+  }
+
   requiresAuth(): boolean {
     return this.config.password !== undefined || this.config.users.length > 0;
   }
@@ -190,6 +194,9 @@ class RedisListener implements Listener, ClientHost {
         },
         reachable: (up) => {
           this.upstreamReachable = up;
+        },
+        unused: () => {
+          if (this.shared.get(key) === pool) this.shared.delete(key);
         },
       });
       this.shared.set(key, pool);

@@ -15,6 +15,8 @@ export interface SharedPoolHooks {
   closed(error: SluiceError | null): void;
   /** A connection logged in (true) or failed to (false). */
   reachable(up: boolean): void;
+  /** The server refused every login of a pool that never worked (e.g. SELECT of a database it lacks): forget it. */
+  unused(): void;
 }
 
 const RETRY_BACKOFF_MS = [0, 50, 100, 250, 500, 1000];
@@ -25,6 +27,7 @@ export class SharedPool implements UpstreamEvents {
   /** Retiring connections still answering what was sent to them. */
   readonly retiring = new Set<Upstream>();
   private failedOpens = 0;
+  private everReady = false;
 
   constructor(
     readonly user: string,
@@ -87,6 +90,7 @@ export class SharedPool implements UpstreamEvents {
 
   ready(): void {
     this.failedOpens = 0;
+    this.everReady = true;
     this.hooks.reachable(true);
   }
 
@@ -99,6 +103,7 @@ export class SharedPool implements UpstreamEvents {
       this.hooks.reachable(false);
     }
     this.hooks.closed(error);
+    if (!this.everReady && conn.loginRefused && this.total() === 0) this.hooks.unused();
   }
 
   private retire(conn: Upstream): void {

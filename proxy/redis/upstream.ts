@@ -99,6 +99,8 @@ export class Upstream implements PooledConnection {
   private handshakeBuffer: Buffer = Buffer.alloc(0);
   private readyWaiters: Array<(err: SluiceError | null) => void> = [];
   private wasReady = false;
+  /** The server refused the login (wrong password, bad database): not a network fault. */
+  loginRefused = false;
   private lostReason = '';
 
   constructor(
@@ -140,6 +142,11 @@ export class Upstream implements PooledConnection {
   expect(owner: ReplyTarget | null, kind: EntryKind): void {
     // In pub/sub mode all the server sends is the owner's, in its order: nothing to match.
     if (this.passthrough) return;
+    if (this.state === 'closed' || this.state === 'quitting') {
+      // Too late for this connection: the request is answered with an error, never lost.
+      if (owner !== null) queueMicrotask(() => owner.requestFailed(`upstream connection lost (${this.address}: closed)`, false));
+      return;
+    }
     this.owners.push(owner);
     this.kinds.push(kind);
     if (kind === 'blocking') this.blockingInFlight++;
@@ -249,6 +256,7 @@ export class Upstream implements PooledConnection {
       const { value } = parseReply(this.handshakeBuffer, pos);
       pos = end;
       if (value instanceof RespError) {
+        this.loginRefused = true;
         this.fail(new ConnectError(this.address, value.message));
         return;
       }
