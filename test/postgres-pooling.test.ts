@@ -99,7 +99,7 @@ for (const mode of modes) {
       'cur.execute("select %s::int * 2, %s", (21, "psycopg2"))',
       'print(cur.fetchone())',
       `cur.execute("insert into py_t values (%s, %s)", (1, "${mode}"))`,
-      'cur.execute("select count(*) from py_t where mode = %s", ("' + mode + '",))',
+      `cur.execute("select count(*) from py_t where mode = %s", ("${mode}",))`,
       'print(cur.fetchone()[0] >= 1)',
       'conn.close()',
     ].join('\n');

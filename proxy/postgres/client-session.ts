@@ -176,7 +176,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   onFrame(type: number, buf: Buffer, start: number, end: number, first: boolean, last: boolean): void {
     if (this.state === 'closed') return;
-    if (this.step === 'done') {
+    // Messages pipelined behind the login wait in order until the welcome is sent.
+    if (this.step === 'done' || this.step === 'welcome') {
       this.fromClient(type, buf, start, end, first, last);
       return;
     }
@@ -230,7 +231,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       return;
     }
     const unknownOptions = [...params.keys()].filter((key) => key.startsWith('_pq_.'));
-    if (minor > 0 || unknownOptions.length > 0) this.negotiate = negotiateProtocolVersion(0, unknownOptions);
+    if (minor > 0 || unknownOptions.length > 0) this.negotiate = negotiateProtocolVersion(StartupCode.protocol3, unknownOptions);
     this.user = user;
     this.database = params.get('database') || user;
     this.startupParams = params;
@@ -413,8 +414,10 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
         entry.pool.release(server);
         entry.moveClient(this, 'idle');
         this.welcome();
+        if (!this.toServerBox.empty) this.acquire();
       }
       this.flushClient();
+      this.flushServer();
       return;
     }
     this.beginReplay(server);
@@ -502,7 +505,9 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
         this.unsynced = 0;
         break;
       case FrontendCode.terminate:
-        this.close();
+        // Requests sent before the Terminate still run to completion, as on a direct connection.
+        if (this.pendingSyncs > 0 || this.unsynced > 0 || !this.toServerBox.empty) this.terminating = true;
+        else this.close();
         return;
       default:
         if (EXTENDED[type] === 1) {
@@ -621,12 +626,14 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       this.closeAfterFlush = true;
       return false;
     }
-    if (idle && this.draining) this.closeAfterFlush = true;
+    if (idle && (this.draining || this.terminating)) this.closeAfterFlush = true;
     else if (idle && !this.pinned) this.releaseAfterFlush = true;
     return true;
   }
 
   private closeAfterFlush = false;
+  /** The client sent Terminate behind requests still running. */
+  private terminating = false;
 
   /** Replies to the SET batch: kept from the client, but they update what the server has. */
   private swallow(server: ServerConnection, type: number, buf: Buffer, start: number, end: number): void {

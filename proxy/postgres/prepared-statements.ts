@@ -107,6 +107,8 @@ interface ClientStatement {
   statement: SharedStatement;
   /** When the client's Parse was sent (DEALLOCATE ALL clears only what existed before it ran). */
   seq: number;
+  /** Its Parse was rejected or skipped: never to be put back. */
+  dead?: boolean;
 }
 
 /** One client's named statements: its names → sluice statements. */
@@ -136,9 +138,12 @@ export class ClientStatements {
   }
 }
 
-interface CachedStatement {
+/** A statement prepared on one server; the same object while it is evicted and taken back. */
+export interface CachedStatement {
   statement: SharedStatement;
   seq: number;
+  /** The Parse that put it there was rejected or skipped, or the server said it lacks it. */
+  dead?: boolean;
 }
 
 /** What an entry in the reply queue refers to, for healing and renaming errors. */
@@ -166,7 +171,9 @@ export class ServerStatements implements ReplyHooks {
   /** Map order is LRU order: a touch deletes and re-inserts. */
   readonly prepared = new Map<string, CachedStatement>();
   /** Evicted while a batch was open: closed at the next batch boundary. */
-  readonly closesOwed: SharedStatement[] = [];
+  readonly closesOwed: CachedStatement[] = [];
+  /** Held aside by a DEALLOCATE ALL not yet confirmed. */
+  readonly stashed = new Set<CachedStatement>();
   readonly replies: ReplyQueue;
   /** True after a Sync (and initially): nothing before the next message can make the server skip it. */
   atBatchBoundary = true;
@@ -196,7 +203,7 @@ export class ServerStatements implements ReplyHooks {
     this.replies.clear();
     for (const cached of this.prepared.values()) this.registry.release(cached.statement);
     this.prepared.clear();
-    for (const statement of this.closesOwed) this.registry.release(statement);
+    for (const owed of this.closesOwed) this.registry.release(owed.statement);
     this.closesOwed.length = 0;
   }
 
@@ -236,7 +243,7 @@ export class ServerStatements implements ReplyHooks {
         this.registry.release(cached.statement);
       }
     }
-    for (const statement of this.closesOwed) this.registry.release(statement);
+    for (const owed of this.closesOwed) this.registry.release(owed.statement);
     this.closesOwed.length = 0;
     (entry.context instanceof ClientStatements ? entry.context : this.client)?.clearBefore(seq);
   }
@@ -244,9 +251,12 @@ export class ServerStatements implements ReplyHooks {
   /** Removes a statement from this server's cache; with `close`, owes the server a Close for it. */
   private forget(statement: SharedStatement, close: boolean): void {
     const cached = this.prepared.get(statement.name);
-    if (cached?.statement !== statement) return;
+    if (cached?.statement !== statement) {
+      for (const stashed of this.stashed) if (stashed.statement === statement) stashed.dead = true;
+      return;
+    }
     this.prepared.delete(statement.name);
-    if (close) this.closesOwed.push(statement);
+    if (close) this.closesOwed.push(cached);
     else this.registry.release(statement);
   }
 
@@ -269,7 +279,7 @@ class DeallocateAll {
   confirmed = false;
   private readonly names: [string, ClientStatement][];
   private readonly cached: CachedStatement[];
-  private readonly owed: SharedStatement[];
+  private readonly owed: CachedStatement[];
 
   constructor(
     private readonly client: ClientStatements,
@@ -280,25 +290,32 @@ class DeallocateAll {
     this.cached = [...server.prepared.values()];
     server.prepared.clear();
     this.owed = server.closesOwed.splice(0);
+    for (const cached of this.cached) server.stashed.add(cached);
+    for (const owed of this.owed) server.stashed.add(owed);
   }
 
   settle(): void {
     const registry = this.server.registry;
+    for (const cached of this.cached) this.server.stashed.delete(cached);
+    for (const owed of this.owed) this.server.stashed.delete(owed);
     if (this.confirmed) {
       for (const [, entry] of this.names) registry.release(entry.statement);
       for (const cached of this.cached) registry.release(cached.statement);
-      for (const statement of this.owed) registry.release(statement);
+      for (const owed of this.owed) registry.release(owed.statement);
       return;
     }
     for (const [name, entry] of this.names) {
-      if (this.client.names.has(name)) registry.release(entry.statement);
+      if (entry.dead || this.client.names.has(name)) registry.release(entry.statement);
       else this.client.names.set(name, entry);
     }
     for (const cached of this.cached) {
-      if (this.server.prepared.has(cached.statement.name)) registry.release(cached.statement);
+      if (cached.dead || this.server.prepared.has(cached.statement.name)) registry.release(cached.statement);
       else this.server.prepared.set(cached.statement.name, cached);
     }
-    this.server.closesOwed.push(...this.owed);
+    for (const owed of this.owed) {
+      if (owed.dead) registry.release(owed.statement);
+      else this.server.closesOwed.push(owed);
+    }
   }
 }
 
@@ -479,7 +496,7 @@ function pieceFromClient(
 /** Owed Closes go out first when nothing earlier in the batch can make the server skip them. */
 function payClosesOwed(server: ServerStatements, out: RequestSink, reply: ReplySink): void {
   if (!server.atBatchBoundary || server.closesOwed.length === 0) return;
-  for (const statement of server.closesOwed.splice(0)) {
+  for (const { statement } of server.closesOwed.splice(0)) {
     out.addBuffer(closeMessage(statement.name));
     server.replies.push({ reply: 'close', action: 'swallow', onDone: () => server.registry.release(statement) }, reply);
   }
@@ -491,7 +508,7 @@ function evictForOne(server: ServerStatements, keep: SharedStatement): void {
     const [name, oldest] = server.prepared.entries().next().value as [string, CachedStatement];
     if (oldest.statement === keep) break;
     server.prepared.delete(name);
-    server.closesOwed.push(oldest.statement);
+    server.closesOwed.push(oldest);
   }
 }
 
@@ -502,11 +519,12 @@ function cache(server: ServerStatements, statement: SharedStatement): () => void
   server.prepared.set(statement.name, cached);
   server.registry.retain(statement);
   return () => {
+    cached.dead = true;
     if (server.prepared.get(statement.name) === cached) {
       server.prepared.delete(statement.name);
       server.registry.release(statement);
     } else {
-      const owed = server.closesOwed.indexOf(statement);
+      const owed = server.closesOwed.indexOf(cached);
       if (owed >= 0) {
         server.closesOwed.splice(owed, 1);
         server.registry.release(statement);
@@ -526,12 +544,12 @@ function touch(server: ServerStatements, statement: SharedStatement): boolean {
     server.prepared.set(statement.name, cached);
     return true;
   }
-  const owed = server.closesOwed.indexOf(statement);
+  const owed = server.closesOwed.findIndex((c) => c.statement === statement);
   if (owed < 0) return false;
-  server.closesOwed.splice(owed, 1);
+  const [revived] = server.closesOwed.splice(owed, 1);
   evictForOne(server, statement);
   // the owed Close held the reference; the cache takes it over
-  server.prepared.set(statement.name, { statement, seq: nextSeq() });
+  server.prepared.set(statement.name, revived);
   return true;
 }
 
@@ -585,6 +603,7 @@ function onParse(client: ClientStatements, server: ServerStatements, buf: Buffer
   client.names.set(clientName, mapping);
   client.registry.retain(statement);
   const unmap = () => {
+    mapping.dead = true;
     if (client.names.get(clientName) === mapping) {
       client.names.delete(clientName);
       client.registry.release(mapping.statement);
@@ -697,7 +716,7 @@ function onStatementTarget(
         synthesized: CLOSE_COMPLETE,
         onDone: () => client.registry.release(entry.statement),
         onUndo: () => {
-          if (client.names.has(clientName)) client.registry.release(entry.statement);
+          if (client.names.has(clientName) || entry.dead) client.registry.release(entry.statement);
           else client.names.set(clientName, entry);
         },
       },

@@ -53,10 +53,10 @@ export function authSasl(mechanisms: string[]): Buffer {
   return authRequest(AuthCode.sasl, Buffer.concat([cstrings(...mechanisms), Buffer.from([0])]));
 }
 
-/** NegotiateProtocolVersion: the newest minor version we speak and the options we did not recognise. */
-export function negotiateProtocolVersion(minor: number, unrecognised: string[]): Buffer {
+/** NegotiateProtocolVersion: the newest version we speak (full code, as PostgreSQL sends it) and the options we did not recognise. */
+export function negotiateProtocolVersion(version: number, unrecognised: string[]): Buffer {
   const head = Buffer.allocUnsafe(8);
-  head.writeInt32BE(minor, 0);
+  head.writeInt32BE(version, 0);
   head.writeInt32BE(unrecognised.length, 4);
   return typed(BackendCode.negotiateProtocolVersion, Buffer.concat([head, cstrings(...unrecognised)]));
 }
