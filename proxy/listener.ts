@@ -5,6 +5,7 @@ import type { Server } from 'node:net';
 import { parseHostPort } from './address.js';
 import { ListenError } from './errors.js';
 import type { Metrics } from '../metrics/metrics.js';
+import type { AdminContext } from './admin/admin-console.js';
 import type { Logger } from './log.js';
 import type { PoolStats } from './pool/pool.js';
 
@@ -14,6 +15,8 @@ export type Protocol = 'postgres' | 'redis';
 export interface ListenerDeps {
   log: Logger;
   metrics: Metrics;
+  /** The admin console's view of the process (the Postgres listener serves database "sluice" with it). */
+  admin?: AdminContext;
 }
 
 /** One pool's state at a moment, as metrics and SHOW POOLS see it. */

@@ -60,6 +60,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     config,
     log,
     configPath,
+    version: version(),
     exit: (code) => process.exit(code),
   });
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => sluice.onSignal(signal));

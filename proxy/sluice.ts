@@ -8,10 +8,27 @@ import { type ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createHttpServer, statusDocument } from '../metrics/http-server.js';
 import { Metrics } from '../metrics/metrics.js';
+import type { AdminContext } from './admin/admin-console.js';
 import { bindServer, type Listener } from './listener.js';
 import type { Logger } from './log.js';
 import { createPostgresListener } from './postgres/postgres-listener.js';
 import { createRedisListener } from './redis/redis-listener.js';
+
+/** SHOW CONFIG: flattened `key = value` rows of the running config, with every secret left out. */
+export function configRows(config: Config): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const walk = (node: unknown, path: string) => {
+    if (Array.isArray(node)) node.forEach((item, i) => walk(item, `${path}[${i}]`));
+    else if (node !== null && typeof node === 'object') {
+      for (const [key, value] of Object.entries(node)) {
+        if (key === 'password' || key === 'users') continue;
+        walk(value, path === '' ? key : `${path}.${key}`);
+      }
+    } else out.push([path, String(node)]);
+  };
+  walk(config, '');
+  return out;
+}
 
 export type Phase = 'starting' | 'running' | 'delaying' | 'draining' | 'stopped';
 
@@ -20,6 +37,8 @@ export interface SluiceOptions {
   log: Logger;
   /** The file to re-read on SIGHUP and to watch; absent when running on the embedded default. */
   configPath?: string;
+  /** The package version, for SHOW VERSION. */
+  version?: string;
   /** Called once the process should end, with its exit code. */
   exit(code: number): void;
 }
@@ -43,7 +62,13 @@ export class Sluice {
   }
 
   async start(): Promise<void> {
-    const deps = { log: this.log, metrics: this.metrics };
+    const admin: AdminContext = {
+      version: this.options.version ?? '0.0.0',
+      listeners: () => this.listeners,
+      reload: () => this.reload('admin RELOAD'),
+      configRows: () => configRows(this.config),
+    };
+    const deps = { log: this.log, metrics: this.metrics, admin };
     this.listeners = [
       ...this.config.postgres.map((c) => createPostgresListener(c, deps)),
       ...this.config.redis.map((c) => createRedisListener(c, deps)),
