@@ -9,7 +9,8 @@ import { text, WireClient } from './redis-wire.js';
 
 let redis: RedisServer;
 let sluice: SluiceProcess;
-const port = { main: 0, slow: 0, single: 0 };
+const port = { main: 0, slow: 0, single: 0, tight: 0, nowhere: 0 };
+let deadPort = 0;
 
 function config(extra = ''): string {
   const server = `{ host: 127.0.0.1, port: ${redis.port} }`;
@@ -31,6 +32,15 @@ redis:
     listen: 127.0.0.1:${port.single}
     server: ${server}
     pool_size: 1
+  - name: tight
+    listen: 127.0.0.1:${port.tight}
+    server: { host: 127.0.0.1, port: ${redis.port}, db: 3 }
+    max_dedicated_connections: 1
+    timeouts: { acquire: 300ms, client_idle: 500ms }
+  - name: nowhere
+    listen: 127.0.0.1:${port.nowhere}
+    server: { host: 127.0.0.1, port: ${deadPort} }
+    timeouts: { connect: 500ms }
 ${extra}`;
 }
 
@@ -39,6 +49,9 @@ t.before(async () => {
   port.main = await freePort();
   port.slow = await freePort();
   port.single = await freePort();
+  port.tight = await freePort();
+  port.nowhere = await freePort();
+  deadPort = await freePort();
   sluice = await startSluice(config());
 });
 
@@ -103,6 +116,31 @@ t.test('-BUSY from a server running a long script passes through as a reply, not
   await redis.cli('SCRIPT', 'KILL');
   t.match(await script, /Script killed by user/, 'the script’s own client got the server’s error');
   t.equal(text(await other.command('PING')), 'PONG', 'and both connections keep working');
+});
+
+t.test('server.db applies to every upstream connection; the dedicated bound and timeouts.acquire hold; timeouts.client_idle closes idle clients only', async (t) => {
+  const holder = await WireClient.connect(port.tight);
+  const second = await WireClient.connect(port.tight);
+  t.teardown(() => {
+    holder.close();
+    second.close();
+  });
+  t.equal(text(await holder.command('SET', 'tight:k', 'in-db3')), 'OK');
+  t.equal(await redis.cli('-n', '3', 'GET', 'tight:k'), 'in-db3', 'the configured database is selected at login');
+  holder.send('BLPOP', 'tight:list', '10');
+  const refused = text(await second.command('BLPOP', 'tight:list', '3'));
+  t.match(refused, /ERR no server connection in pool "tight\/default" within 300ms \(timeouts\.acquire\)/, 'the second blocking client waits at most timeouts.acquire');
+  await second.closed;
+  t.pass('a client idle for timeouts.client_idle is closed');
+  await redis.cli('-n', '3', 'LPUSH', 'tight:list', 'x');
+  t.equal(text(await holder.next()), '[tight:list,x]', 'the holder, waiting on BLPOP longer than client_idle, was not closed as idle');
+});
+
+t.test('an unreachable upstream answers -ERR naming it, within timeouts.connect', async (t) => {
+  const client = await WireClient.connect(port.nowhere);
+  t.teardown(() => client.close());
+  t.match(text(await client.command('GET', 'k')), /ERR cannot connect to upstream 127\.0\.0\.1:\d+: ECONNREFUSED/);
+  t.match(text(await client.command('GET', 'k')), /ERR cannot connect to upstream/, 'again after back-off, and the client stays connected');
 });
 
 t.test('requests in flight when the upstream dies each get -ERR upstream connection lost, in order; the pool reconnects', async (t) => {

@@ -134,6 +134,9 @@ t.test('BLPOP waits on its own connection while 50 other clients keep being serv
     }),
   );
   t.equal(popped, false, 'all 1000 GET/SET round trips of the others completed while BLPOP still waited');
+  const metrics = await sluice.metrics();
+  t.match(metrics, /sluice_dedicated_connections\{protocol="redis",pool="main",database="0",user="default"\} [1-9]/, 'the dedicated connection is counted');
+  t.match(metrics, /sluice_pinned_clients\{protocol="redis",pool="main",database="0",user="default"\} 1\b/, 'and the client holding it is pinned');
   await pusher.lpush('bl:list', 'wake-up');
   t.same(await pop, ['bl:list', 'wake-up'], 'LPUSH woke the BLPOP');
   t.same(await blocker.blpop('bl:list', 1), null, 'a BLPOP that times out answers null after its own timeout');
