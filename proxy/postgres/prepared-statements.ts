@@ -243,8 +243,9 @@ export class ServerStatements implements ReplyHooks {
         this.registry.release(cached.statement);
       }
     }
-    for (const owed of this.closesOwed) this.registry.release(owed.statement);
-    this.closesOwed.length = 0;
+    for (let i = this.closesOwed.length - 1; i >= 0; i--) {
+      if (this.closesOwed[i].seq < seq) this.registry.release(this.closesOwed.splice(i, 1)[0].statement);
+    }
     (entry.context instanceof ClientStatements ? entry.context : this.client)?.clearBefore(seq);
   }
 
@@ -593,9 +594,28 @@ function onParse(client: ClientStatements, server: ServerStatements, buf: Buffer
     const context: StatementContext = { statement, clientName, client };
     ensurePrepared(server, statement, context, out, reply);
     payClosesOwed(server, out, reply);
-    out.addBuffer(parseUnder(statement.name, buf, nameEnd + 1, end));
+    const again = parseUnder(statement.name, buf, nameEnd + 1, end);
+    out.addBuffer(again);
     server.atBatchBoundary = false;
-    server.replies.push({ reply: 'parse', action: 'forward', context }, reply);
+    // ParseComplete means the first Parse of the name failed after all (it was in an earlier
+    // batch of the same pipeline): the client now has the name with this text, and the server
+    // has our old name with this text, which it must not keep under a name that says otherwise.
+    const adopt = () => {
+      const registry = client.registry;
+      const fresh = registry.resolve(again, 6 + Buffer.byteLength(statement.name), again.length);
+      const current = client.names.get(clientName);
+      if (current === undefined || current.dead) {
+        if (current) {
+          client.names.delete(clientName);
+          registry.release(current.statement);
+        }
+        client.names.set(clientName, { statement: fresh, seq: nextSeq() });
+        registry.retain(fresh);
+      } else registry.dropIfUnused(fresh);
+      server.closesOwed.push({ statement, seq: nextSeq() });
+      registry.retain(statement);
+    };
+    server.replies.push({ reply: 'parse', action: 'forward', context, onDone: adopt }, reply);
     return;
   }
   const statement = client.registry.resolve(buf, nameEnd + 1, end);
