@@ -175,3 +175,34 @@ t.test('LISTEN/NOTIFY and NOTICE pass through in session mode', async (t) => {
   t.same(notices, ['from the server'], 'NoticeResponse passed through');
   await listener.end();
 });
+
+t.test('the real binary: psql through a YAML-configured listener, metrics count it, the admin console answers SHOW POOLS', async (t) => {
+  const { startSluice } = await import('./harness/sluice-process.js');
+  const { freePort } = await import('./harness/tools.js');
+  const port = await freePort();
+  const sluice = await startSluice(
+    [
+      'metrics: { listen: "{{METRICS}}" }',
+      'log: { level: warn }',
+      'postgres:',
+      '  - name: yamlpg',
+      `    listen: 127.0.0.1:${port}`,
+      `    server: { host: 127.0.0.1, port: ${pg.port} }`,
+      '    pool_size: 2',
+      '    auth_method: scram-sha-256',
+      `    users: [{ name: app, password: ${PG_USERS.scram.password} }]`,
+      '    admin_users: [app]',
+      '',
+    ].join('\n'),
+  );
+  t.teardown(() => sluice.stop());
+  t.equal(await psqlThrough(port, 'select 6 * 7'), '42');
+  const metrics = await sluice.metrics();
+  t.match(metrics, /sluice_server_connections_opened_total\{[^}]*pool="yamlpg"[^}]*\} [1-9]/, 'server opens are counted');
+  t.match(metrics, /sluice_queries_total\{[^}]*pool="yamlpg"[^}]*\} [1-9]/, 'queries are counted');
+  const pools = await psqlThrough(port, 'SHOW POOLS', {}, PG_USERS.scram.name, 'sluice');
+  t.match(pools, /yamlpg/, 'the admin console lists the pool');
+  const refused = await rejection(psqlThrough(port, 'SHOW POOLS', {}, PG_USERS.md5.name, 'sluice'));
+  t.match(String((refused as { stderr?: string }).stderr), /password authentication failed|not in admin_users/);
+  t.equal(await sluice.stop(), 0, 'SIGTERM drains and exits 0');
+});

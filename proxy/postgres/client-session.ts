@@ -9,12 +9,14 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { PostgresListenerConfig } from '../../config/schema.js';
+import type { AdminContext, ConnectionInfo } from '../admin/admin-console.js';
 import type { ListenerMetrics } from '../../metrics/metrics.js';
 import { AcquireTimeoutError, ConnectError, PoolClosedError, type ProtocolError, type SluiceError } from '../errors.js';
 import type { ListenerTotals } from '../listener.js';
 import type { Logger } from '../log.js';
 import type { Waiter } from '../pool/pool.js';
 import { md5Hex, md5Response, type PasswordKnowledge, safeEqual, ScramServer, type ScramSecret } from './auth.js';
+import { AdminSession } from './admin-session.js';
 import type { ClientState, DatabasePool, PoolClient } from './database-pool.js';
 import { Framer, type FrameSink } from './framer.js';
 import type { MessageTap, TapLink } from './message-tap.js';
@@ -65,7 +67,12 @@ export interface SessionContext {
   cancel(pid: number, secret: number): void;
   loggedIn(client: ClientSession): void;
   gone(client: ClientSession): void;
+  /** The admin console's view of the process, when the process offers one (database "sluice"). */
+  readonly admin: AdminContext | undefined;
 }
+
+/** The database name that reaches the admin console instead of a pool. */
+export const ADMIN_DATABASE = 'sluice';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
 
@@ -176,6 +183,11 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   onFrame(type: number, buf: Buffer, start: number, end: number, first: boolean, last: boolean): void {
     if (this.state === 'closed') return;
+    if (this.adminSession) {
+      if (first && last) this.adminSession.onMessage(type, buf, start, end);
+      else this.fatal('54000', 'sluice: admin console commands are limited to 64 KiB');
+      return;
+    }
     // Messages pipelined behind the login wait in order until the welcome is sent.
     if (this.step === 'done' || this.step === 'welcome') {
       this.fromClient(type, buf, start, end, first, last);
@@ -340,6 +352,10 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   private authenticated(): void {
     this.out.addBuffer(authRequest(AuthCode.ok));
+    if (this.database === ADMIN_DATABASE && this.ctx.admin) {
+      this.startAdmin(this.ctx.admin);
+      return;
+    }
     this.step = 'welcome';
     this.entry = this.ctx.poolFor(this.database, this.user);
     this.ctx.loggedIn(this);
@@ -355,6 +371,55 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     if (this.mode === 'session' || !this.entry.welcomeParams) this.acquire();
     else this.welcome();
   }
+
+  /** The admin console: no pool, no server; only users in admin_users. */
+  private startAdmin(admin: AdminContext): void {
+    if (!this.ctx.config.admin_users.includes(this.user)) {
+      this.fatal('42501', `sluice: user "${this.user}" is not in admin_users`);
+      return;
+    }
+    this.ctx.loggedIn(this);
+    this.state = 'idle';
+    this.step = 'done';
+    const version = `sluice ${admin.version}`;
+    for (const [name, value] of [['server_version', version], ['server_encoding', 'UTF8'], ['client_encoding', 'UTF8'], ['DateStyle', 'ISO, MDY'], ['integer_datetimes', 'on'], ['standard_conforming_strings', 'on'], ['application_name', this.startupParams.get('application_name') ?? '']]) {
+      this.out.addBuffer(parameterStatus(name, value));
+    }
+    this.key = this.ctx.issueKey(this, undefined);
+    this.out.addBuffer(backendKeyData(this.key.pid, this.key.secret));
+    this.out.addBuffer(readyForQuery(TxStatus.idle));
+    this.adminSession = new AdminSession(
+      admin,
+      (bytes) => this.out.addBuffer(bytes),
+      () => this.close(),
+    );
+  }
+
+  private adminSession: AdminSession | undefined;
+
+  /** What SHOW CLIENTS lists for this connection. */
+  describe(pool: string): ConnectionInfo {
+    const socket = this.socket;
+    return {
+      protocol: 'postgres',
+      pool,
+      database: this.database,
+      user: this.user,
+      state: this.adminSession ? 'admin' : this.pinned && this.state === 'active' ? 'pinned' : this.state,
+      addr: socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      localAddr: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+      connectTime: new Date(this.acceptedAtMs),
+      requestTime: new Date(this.lastActiveMs),
+      waitSeconds: this.state === 'waiting' ? (Date.now() - this.lastActiveMs) / 1000 : 0,
+      id: `pg-c${this.id}`,
+      link: this.server ? `pg-s${this.server.id}` : '',
+      pinReason: this.pinned ? this.pinReason : undefined,
+    };
+  }
+
+  private pinReason = '';
 
   /** ParameterStatus from a server of the pool with this client's values, BackendKeyData, ReadyForQuery. */
   private welcome(): void {
@@ -378,6 +443,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     this.step = 'done';
     if (this.mode === 'session') {
       this.pinned = true;
+      this.pinReason = 'session';
       entry.pinned.add(this);
       entry.metrics.pin('session');
     }
@@ -845,6 +911,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   pin(reason: string): void {
     if (this.pinned) return;
     this.pinned = true;
+    this.pinReason = reason;
     this.entry?.pinned.add(this);
     this.entry?.metrics.pin(reason);
   }

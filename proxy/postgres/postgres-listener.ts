@@ -7,11 +7,12 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { PostgresListenerConfig } from '../../config/schema.js';
 import type { ListenerMetrics } from '../../metrics/metrics.js';
+import type { AdminContext, AdminControls, ConnectionInfo } from '../admin/admin-console.js';
 import { bindServer, type Listener, type ListenerDeps, type ListenerSnapshot, type ListenerTotals, type ReloadOutcome } from '../listener.js';
 import type { Logger } from '../log.js';
 import type { Connector, PoolOptions } from '../pool/pool.js';
 import { type PasswordKnowledge, parsePassword, type ScramSecret, scramSecretFor } from './auth.js';
-import { ClientSession, type SessionContext } from './client-session.js';
+import { ADMIN_DATABASE, ClientSession, type SessionContext } from './client-session.js';
 import { DatabasePool } from './database-pool.js';
 import type { MessageTap } from './message-tap.js';
 import { openServer, type ServerConnection, type UpstreamTarget } from './server-connection.js';
@@ -24,7 +25,7 @@ export function createPostgresListener(config: PostgresListenerConfig, deps: Lis
   return new PostgresListener(config, deps, tap);
 }
 
-export class PostgresListener implements Listener, SessionContext {
+export class PostgresListener implements Listener, SessionContext, AdminControls {
   readonly protocol = 'postgres' as const;
   readonly name: string;
   readonly log: Logger;
@@ -32,10 +33,11 @@ export class PostgresListener implements Listener, SessionContext {
   readonly totals: ListenerTotals = { bytesReceived: 0, bytesSent: 0, transactions: 0, queries: 0 };
   tlsContext: SecureContext | undefined;
   draining = false;
+  readonly admin: AdminContext | undefined;
 
   private server: Server | undefined;
   private accepting = false;
-  private readonly clients = new Set<ClientSession>();
+  private readonly sessions = new Set<ClientSession>();
   private readonly pools = new Map<string, DatabasePool>();
   private readonly keys = new Map<number, ClientSession>();
   private readonly learned = new Map<string, string>();
@@ -55,6 +57,7 @@ export class PostgresListener implements Listener, SessionContext {
     this.name = config.name;
     this.log = deps.log.child({ listener: config.name, protocol: 'postgres' });
     this.metrics = deps.metrics.forListener('postgres', config.name);
+    this.admin = deps.admin;
     this.applyUsers();
     this.tlsContext = this.loadTls();
   }
@@ -92,14 +95,14 @@ export class PostgresListener implements Listener, SessionContext {
       socket.end(errorResponse('FATAL', '57P01', 'sluice is shutting down'));
       return;
     }
-    if (this.clients.size >= this.config.max_client_connections) {
+    if (this.sessions.size >= this.config.max_client_connections) {
       this.metrics.refused('max_clients');
       socket.on('error', () => {});
       socket.end(errorResponse('FATAL', '53300', `sluice: too many client connections (max_client_connections ${this.config.max_client_connections})`));
       return;
     }
     this.metrics.accepted();
-    this.clients.add(new ClientSession(socket, this));
+    this.sessions.add(new ClientSession(socket, this));
   }
 
   // ─────────────── SessionContext ───────────────
@@ -197,6 +200,8 @@ export class PostgresListener implements Listener, SessionContext {
   private readonly verifying = new Map<string, Promise<boolean>>();
 
   verifyUpstream(database: string, user: string, password: string): Promise<boolean> {
+    // An admin console login (passthrough) is checked against the upstream's default database.
+    if (database === ADMIN_DATABASE && this.admin) database = 'postgres';
     const key = `${database}\0${user}\0${password}`;
     let check = this.verifying.get(key);
     if (!check) {
@@ -207,12 +212,12 @@ export class PostgresListener implements Listener, SessionContext {
   }
 
   private async checkUpstream(database: string, user: string, password: string): Promise<boolean> {
-    const login = this.loginFor(database, user);
-    if (this.config.server.password === undefined) login.password = password;
+    // Always the client's own user and password: server.user/password would accept anyone.
+    const login = { user, database: this.config.server.database ?? database, password };
     try {
       const server = await openServer(this.target, login, this.config.timeouts.connect);
       this.upstreamReachable = true;
-      this.poolFor(database, user).learnWelcome(server);
+      if (this.config.server.user === undefined) this.poolFor(database, user).learnWelcome(server);
       server.terminate();
     } catch (err) {
       const message = (err as Error).message;
@@ -250,13 +255,13 @@ export class PostgresListener implements Listener, SessionContext {
   loggedIn(_client: ClientSession): void {}
 
   gone(client: ClientSession): void {
-    this.clients.delete(client);
+    this.sessions.delete(client);
   }
 
   /** Per-client timeouts, checked in one sweep instead of a timer per client. */
   private sweep(): void {
     const now = Date.now();
-    for (const client of this.clients) client.checkTimeouts(now);
+    for (const client of this.sessions) client.checkTimeouts(now);
   }
 
   // ─────────────── Listener ───────────────
@@ -265,12 +270,12 @@ export class PostgresListener implements Listener, SessionContext {
     this.accepting = false;
     this.draining = true;
     this.server?.close();
-    for (const client of [...this.clients]) client.drain();
+    for (const client of [...this.sessions]) client.drain();
     for (const entry of this.pools.values()) entry.pool.close();
   }
 
   clientCount(): number {
-    return this.clients.size;
+    return this.sessions.size;
   }
 
   close(): void {
@@ -278,7 +283,7 @@ export class PostgresListener implements Listener, SessionContext {
     this.draining = true;
     this.server?.close();
     clearInterval(this.janitor);
-    for (const client of [...this.clients]) client.fatal('57P01', 'sluice is shutting down');
+    for (const client of [...this.sessions]) client.fatal('57P01', 'sluice is shutting down');
     for (const entry of this.pools.values()) {
       entry.pool.close();
       for (const server of [...entry.pool.active]) server.terminate();
@@ -309,6 +314,59 @@ export class PostgresListener implements Listener, SessionContext {
     return { needsRestart };
   }
 
+  // ─────────────── AdminControls ───────────────
+
+  private poolsOf(database?: string): DatabasePool[] {
+    return [...this.pools.values()].filter((entry) => database === undefined || entry.database === database);
+  }
+
+  pause(database?: string): number {
+    const pools = this.poolsOf(database);
+    for (const entry of pools) entry.pool.pause();
+    return pools.length;
+  }
+
+  resume(database?: string): number {
+    const pools = this.poolsOf(database);
+    for (const entry of pools) entry.pool.resume();
+    return pools.length;
+  }
+
+  reconnect(database?: string): number {
+    const pools = this.poolsOf(database);
+    for (const entry of pools) entry.pool.retireAll();
+    return pools.length;
+  }
+
+  clients(): ConnectionInfo[] {
+    return [...this.sessions].filter((client) => client.state !== 'login' && client.state !== 'closed').map((client) => client.describe(this.config.name));
+  }
+
+  servers(): ConnectionInfo[] {
+    const out: ConnectionInfo[] = [];
+    for (const entry of this.pools.values()) {
+      const describe = (server: ServerConnection, state: string): ConnectionInfo => ({
+        protocol: 'postgres',
+        pool: this.config.name,
+        database: entry.database,
+        user: entry.user,
+        state,
+        addr: server.socket.remoteAddress ?? '',
+        port: server.socket.remotePort ?? 0,
+        localAddr: server.socket.localAddress ?? '',
+        localPort: server.socket.localPort ?? 0,
+        connectTime: new Date(server.openedAtMs),
+        requestTime: new Date(server.idleSinceMs),
+        waitSeconds: 0,
+        id: `pg-s${server.id}`,
+        link: server.holder instanceof ClientSession ? `pg-c${server.holder.id}` : '',
+      });
+      for (const server of entry.pool.idle) out.push(describe(server, 'idle'));
+      for (const server of entry.pool.active) out.push(describe(server, server.holder instanceof ClientSession ? 'active' : 'used'));
+    }
+    return out;
+  }
+
   snapshot(): ListenerSnapshot {
     const now = Date.now();
     return {
@@ -316,7 +374,8 @@ export class PostgresListener implements Listener, SessionContext {
       name: this.config.name,
       listen: this.config.listen,
       upstream: `${this.config.server.host}:${this.config.server.port}`,
-      clients: this.clients.size,
+      poolMode: this.config.pool_mode,
+      clients: this.sessions.size,
       pools: [...this.pools.values()].map((entry) => ({
         database: entry.database,
         user: entry.user,
