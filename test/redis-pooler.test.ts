@@ -372,7 +372,7 @@ t.test('max_client_connections: the client over the limit gets -ERR max number o
   t.pass('and is closed');
 });
 
-t.test('drain on SIGTERM: idle clients close, a client waiting on BLPOP gets its reply first, then sluice exits', async (t) => {
+t.test('drain on SIGTERM: idle clients close, a client waiting on BLPOP gets its reply, later requests a reason, then sluice exits', async (t) => {
   const observer = await WireClient.connect(port.main);
   const waiter = await WireClient.connect(port.main);
   const idle = await WireClient.connect(port.main);
@@ -386,8 +386,10 @@ t.test('drain on SIGTERM: idle clients close, a client waiting on BLPOP gets its
   sluice.signal('SIGTERM');
   await idle.closed;
   t.pass('an idle client is closed at once');
+  waiter.send('GET', 'drain:other');
   await redis.cli('LPUSH', 'drain:list', 'last one');
   t.equal(text(await waiter.next()), '[drain:list,last one]', 'the waiting client still gets its reply');
+  t.equal(text(await waiter.next()), 'ERR:ERR sluice is shutting down', 'a request sent during the drain is refused with a reason, after the reply before it');
   await waiter.closed;
   t.equal(await sluice.exited, 0, 'sluice exits cleanly once its clients are gone');
 });

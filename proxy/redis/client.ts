@@ -56,6 +56,7 @@ interface StalledRequest {
 
 const OK = simpleReply('OK');
 const NOAUTH = errorReply('NOAUTH Authentication required.');
+const SHUTTING_DOWN = errorReply('ERR sluice is shutting down');
 const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
 
 export class RedisClient implements ReplyTarget, Waiter<Upstream> {
@@ -91,6 +92,9 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   private settleScheduled = false;
   private acquiring = false;
   private midReply = false;
+  /** Draining: new requests get SHUTTING_DOWN instead of being dropped. */
+  private refusing = false;
+  private pendingRefusals = 0;
   private readonly settleBound = () => this.settle();
 
   constructor(
@@ -119,12 +123,39 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   private onData(chunk: Buffer): void {
     this.host.totals.bytesReceived += chunk.length;
     this.lastActivityMs = Date.now();
-    if (this.state !== 'open') return;
+    if (this.state !== 'open') {
+      if (this.state === 'closing' && this.refusing) this.refuse(chunk);
+      return;
+    }
     if (this.stalled !== null) {
       this.held.push(chunk);
       return;
     }
     this.consume(chunk);
+  }
+
+  /**
+   * While draining, requests that arrive are answered with an error (after the replies still
+   * due), so the client learns why; dropping them would leave it waiting, and leaving them
+   * unread would make the close a reset.
+   */
+  private refuse(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      let end: number;
+      try {
+        end = this.framer.next(chunk, pos);
+      } catch {
+        this.refusing = false;
+        return;
+      }
+      if (end < 0) return;
+      if (this.framer.kind !== 'empty') {
+        if (this.outstanding > 0) this.pendingRefusals++;
+        else this.reply(SHUTTING_DOWN);
+      }
+      pos = end;
+    }
   }
 
   /** Frames and routes every request in `chunk`; returns false when it stalled (the rest is held). */
@@ -774,7 +805,19 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   /** Drain: no new requests; closes once the outstanding replies are written. */
   drain(): void {
     if (this.state !== 'open') return;
+    // A request held back (stalled) and what arrived behind it were accepted but never sent:
+    // each is refused in its turn.
+    const held = this.held;
+    this.held = [];
+    if (this.stalled !== null) {
+      this.stalled = null;
+      if (this.outstanding > 0) this.pendingRefusals++;
+      else this.reply(SHUTTING_DOWN);
+    }
+    for (const chunk of held) this.refuse(chunk);
+    this.refusing = true;
     this.closeWhenIdle(null);
+    this.socket.resume();
   }
 
   closeForIdle(): void {
@@ -808,6 +851,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     this.state = 'closing';
     if (this.finalReply !== null) this.reply(this.finalReply);
     this.finalReply = null;
+    for (; this.pendingRefusals > 0; this.pendingRefusals--) this.reply(SHUTTING_DOWN);
+    this.refusing = false;
     this.socket.end();
     // Read again (onData drops what arrives now) so the client's FIN is seen and 'close' fires;
     // a paused socket never learns its peer hung up, and a drain would wait for it forever.
