@@ -189,7 +189,9 @@ export class Sluice {
       for (const name of before.keys()) if (!after.has(name)) needsRestart.push(`${kind} listener ${name} (removed)`);
       for (const listener of this.listeners.filter((l) => l.protocol === kind)) {
         const fresh = next[kind].find((c) => c.name === listener.name);
-        if (fresh) needsRestart.push(...listener.reload(fresh).needsRestart.map((k) => `${kind} ${listener.name}: ${k}`));
+        // A changed listen address is already reported above, by its path in the file.
+        const extra = fresh ? listener.reload(fresh).needsRestart.filter((k) => k !== 'listen') : [];
+        needsRestart.push(...extra.map((k) => `${kind} ${listener.name}: ${k}`));
       }
     }
     this.config = { ...next, metrics: this.config.metrics };
