@@ -198,6 +198,20 @@ export class ServerStatements implements ReplyHooks {
     return [...this.prepared.keys()];
   }
 
+  /**
+   * The client left with replies outstanding; the core rolls the server back and reads them
+   * without us. What those requests did is unknown, so every statement here is closed (a Close
+   * of a missing statement is no error) before anything is prepared again.
+   */
+  abandon(): void {
+    this.replies.clear();
+    for (const cached of this.prepared.values()) this.closesOwed.push(cached);
+    this.prepared.clear();
+    this.replies.txStatus = TxStatus.idle;
+    this.atBatchBoundary = true;
+    this.client = undefined;
+  }
+
   /** The server connection closed: forget everything. */
   close(): void {
     this.replies.clear();
