@@ -136,6 +136,18 @@ t.test('server.db applies to every upstream connection; the dedicated bound and 
   t.equal(text(await holder.next()), '[tight:list,x]', 'the holder, waiting on BLPOP longer than client_idle, was not closed as idle');
 });
 
+t.test('a client that leaves during BLPOP 0 frees its dedicated connection: the server-side wait is cut, the bound is not leaked', async (t) => {
+  const leaver = await WireClient.connect(port.tight);
+  leaver.send('BLPOP', 'tight:forever', '0');
+  // flags=b: a connection blocked in a command, on the server.
+  await waitFor('the BLPOP to reach the server', async () => /flags=b /.test(await redis.cli('CLIENT', 'LIST')));
+  leaver.close();
+  await waitFor('the server-side BLPOP to be cut', async () => !/flags=b /.test(await redis.cli('CLIENT', 'LIST')));
+  const next = await WireClient.connect(port.tight);
+  t.teardown(() => next.close());
+  t.equal(text(await next.command('BLPOP', 'tight:forever', '1')), '<null>', 'the only dedicated slot (max_dedicated_connections: 1) serves the next client');
+});
+
 t.test('an unreachable upstream answers -ERR naming it, within timeouts.connect', async (t) => {
   const client = await WireClient.connect(port.nowhere);
   t.teardown(() => client.close());

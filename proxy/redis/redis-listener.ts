@@ -220,7 +220,8 @@ class RedisListener implements Listener, ClientHost {
         },
         {
           open: (timeoutMs) => this.openDedicated(user, timeoutMs, () => created),
-          close: (conn: Upstream, _reason: CloseReason) => conn.quit(),
+          // A connection given up mid-command (a client left during BLPOP 0) may never answer: cut it.
+          close: (conn: Upstream, reason: CloseReason) => (reason === 'error' || conn.inFlight > 0 ? conn.destroy('closed by sluice') : conn.quit()),
         },
       );
       pool = created;
