@@ -204,8 +204,20 @@ export class ServerStatements implements ReplyHooks {
    * of a missing statement is no error) before anything is prepared again.
    */
   abandon(): void {
+    const known = [...this.prepared.values()];
+    // undoes what the outstanding requests assumed, and puts back Closes in flight as owed
     this.replies.clear();
-    for (const cached of this.prepared.values()) this.closesOwed.push(cached);
+    for (const cached of known) {
+      if (this.prepared.get(cached.statement.name) === cached) this.prepared.delete(cached.statement.name);
+      else this.registry.retain(cached.statement); // a Parse in flight, undone: it may have run
+      // uncertain now: a Close is owed, and the statement must not be taken back from it
+      cached.dead = true;
+      this.closesOwed.push(cached);
+    }
+    for (const cached of this.prepared.values()) {
+      cached.dead = true;
+      this.closesOwed.push(cached);
+    }
     this.prepared.clear();
     this.replies.txStatus = TxStatus.idle;
     this.atBatchBoundary = true;
@@ -513,7 +525,16 @@ function payClosesOwed(server: ServerStatements, out: RequestSink, reply: ReplyS
   if (!server.atBatchBoundary || server.closesOwed.length === 0) return;
   for (const { statement } of server.closesOwed.splice(0)) {
     out.addBuffer(closeMessage(statement.name));
-    server.replies.push({ reply: 'close', action: 'swallow', onDone: () => server.registry.release(statement) }, reply);
+    server.replies.push(
+      {
+        reply: 'close',
+        action: 'swallow',
+        onDone: () => server.registry.release(statement),
+        // only when its reply will never be read (abandon): owed again
+        onUndo: () => server.closesOwed.push({ statement, seq: nextSeq(), dead: true }),
+      },
+      reply,
+    );
   }
 }
 
@@ -559,7 +580,7 @@ function touch(server: ServerStatements, statement: SharedStatement): boolean {
     server.prepared.set(statement.name, cached);
     return true;
   }
-  const owed = server.closesOwed.findIndex((c) => c.statement === statement);
+  const owed = server.closesOwed.findIndex((c) => c.statement === statement && !c.dead);
   if (owed < 0) return false;
   const [revived] = server.closesOwed.splice(owed, 1);
   evictForOne(server, statement);

@@ -1,0 +1,115 @@
+// Pin decisions from SQL, and the issue-7 tap against a fake link: what pins and what does not,
+// session mode untouched, and a server left mid-request has its statements closed before reuse.
+import { serialize } from 'pg-protocol';
+import t from 'tap';
+import { postgresListenerSchema } from '../config/schema.js';
+import { firstPinReason, pinReasonOf } from '../proxy/postgres/session-state.js';
+import { createSessionStateTap, type SessionStateLink, type SessionStateTap } from '../proxy/postgres/session-state-tap.js';
+import { scanSqlText } from '../proxy/postgres/sql-scan.js';
+import { backend, describeBackend, describeFrontend, Sink } from './pg-prepared-helpers.js';
+
+t.test('what pins in transaction mode, and what the pooler replays instead', async (t) => {
+  const reason = (sql: string) => firstPinReason(scanSqlText(sql));
+  t.equal(reason('LISTEN jobs'), 'listen');
+  t.equal(reason('PREPARE p AS SELECT 1'), 'prepare');
+  t.equal(reason('CREATE TEMP TABLE x (i int)'), 'temp-table');
+  t.equal(reason('SELECT pg_advisory_lock(1)'), 'advisory-lock');
+  t.equal(reason('DECLARE c CURSOR WITH HOLD FOR SELECT 1'), 'with-hold-cursor');
+  t.equal(reason('SET search_path TO app'), 'set', 'search_path is not reported before PostgreSQL 18: pin');
+  t.equal(reason('SET statement_timeout = 5'), 'set');
+  t.equal(reason("SELECT set_config('app.user', '7', false)"), 'set-config');
+  t.equal(reason("SET application_name = 'x'"), undefined, 'reported parameters are replayed, not pinned');
+  t.equal(reason("SET TIME ZONE 'UTC'"), undefined);
+  t.equal(reason('SET LOCAL statement_timeout = 5'), undefined);
+  t.equal(reason('SELECT pg_advisory_xact_lock(1)'), undefined);
+  t.equal(reason('UNLISTEN *'), undefined);
+  t.equal(reason('SELECT 1'), undefined);
+  t.equal(pinReasonOf({ kind: 'set', name: 'work_mem', value: '1MB' }, new Set(['work_mem'])), undefined, 'the replayed set is the caller’s');
+});
+
+class FakeLink implements SessionStateLink {
+  mode: 'session' | 'transaction' | 'statement' = 'transaction';
+  serverHandle: object | undefined;
+  readonly clientSink = new Sink();
+  readonly serverSink = new Sink();
+  pinned = false;
+  readonly pins: string[] = [];
+  pin(reason: string): void {
+    this.pinned = true;
+    this.pins.push(reason);
+  }
+}
+
+function tapFor(overrides: Record<string, unknown> = {}): SessionStateTap {
+  const config = postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: '127.0.0.1' }, ...overrides });
+  const tap = createSessionStateTap(config);
+  if (!tap) throw new Error('no tap');
+  return tap;
+}
+
+const send = (tap: SessionStateTap, link: FakeLink, messages: Buffer[]) => {
+  for (const m of messages) {
+    if (!tap.fromClient(link, m[0], m, 0, m.length, true, true)) link.serverSink.addBuffer(m);
+  }
+  return link.serverSink.take().map(describeFrontend);
+};
+const reply = (tap: SessionStateTap, link: FakeLink, messages: Buffer[]) => {
+  for (const m of messages) {
+    if (!tap.fromServer(link, m[0], m, 0, m.length, true, true)) link.clientSink.addBuffer(m);
+  }
+  return link.clientSink.take().map(describeBackend);
+};
+
+t.test('the tap pins on session state and renames statements per server', async (t) => {
+  const tap = tapFor();
+  const link = new FakeLink();
+  link.serverHandle = {};
+  t.same(send(tap, link, [serialize.query("SET application_name = 'a'")]), ['Q "SET application_name = \'a\'"']);
+  t.notOk(link.pinned);
+  send(tap, link, [serialize.query('LISTEN jobs')]);
+  t.same(link.pins, ['listen']);
+  const sent = send(tap, link, [serialize.parse({ name: 's', text: 'select 1' }), serialize.sync()]);
+  t.match(sent[0], /^P sluice_[0-9a-f]{8}_\d+ "select 1"$/);
+  t.same(reply(tap, link, [backend.commandComplete('SET'), backend.readyForQuery('I'), backend.commandComplete('LISTEN'), backend.readyForQuery('I'), backend.parseComplete(), backend.readyForQuery('I')]), [
+    'C SET',
+    'Z I',
+    'C LISTEN',
+    'Z I',
+    '1',
+    'Z I',
+  ]);
+});
+
+t.test('session mode and disabled features leave traffic alone', async (t) => {
+  t.equal(createSessionStateTap(postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: 'h' }, pool_mode: 'session' })), undefined);
+  t.equal(createSessionStateTap(postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: 'h' }, prepared_statements: false, pin_on_session_state: false })), undefined);
+  const tap = tapFor({ prepared_statements: false });
+  const link = new FakeLink();
+  link.serverHandle = {};
+  const parse = serialize.parse({ name: 's', text: 'LISTEN x' });
+  t.equal(tap.fromClient(link, parse[0], parse, 0, parse.length, true, true), false, 'not rewritten');
+  t.same(link.pins, ['listen'], 'but still pinned (a Parse text is scanned too)');
+  const off = tapFor({ pin_on_session_state: false });
+  const other = new FakeLink();
+  other.serverHandle = {};
+  send(off, other, [serialize.query('LISTEN x')]);
+  t.notOk(other.pinned, 'pin_on_session_state: false never pins');
+});
+
+t.test('a server its client left mid-request gets every statement closed before it is used again', async (t) => {
+  const tap = tapFor();
+  const handle = {};
+  const first = new FakeLink();
+  first.serverHandle = handle;
+  send(tap, first, [serialize.parse({ name: 'a', text: 'select 1' }), serialize.sync()]);
+  reply(tap, first, [backend.parseComplete(), backend.readyForQuery('I')]);
+  const name = tap.statementsOf(handle)!.names()[0];
+  send(tap, first, [serialize.parse({ name: 'b', text: 'select 2' }), serialize.bind({ statement: 'b' }), serialize.execute({}), serialize.sync()]);
+  tap.clientClosed(first, handle); // replies never read by the tap
+  const next = new FakeLink();
+  next.serverHandle = handle;
+  const sent = send(tap, next, [serialize.parse({ name: 'x', text: 'select 1' }), serialize.sync()]);
+  t.equal(sent[0], `C S ${name}`, 'closed first');
+  t.equal(sent.filter((m) => m.startsWith('C S')).length, 2, 'both statements, whatever became of the second');
+  t.equal(sent.at(-2), `P ${name} "select 1"`, 'then prepared again');
+});
