@@ -227,6 +227,7 @@ redis:
   );
   const metricsPort = started.sluice.metricsPort;
   process.stdout.write(`sluice: Postgres on 127.0.0.1:${pgPort}, Redis on 127.0.0.1:${redisPort}, metrics on http://127.0.0.1:${metricsPort}/metrics\n`);
+  process.stdout.write(`pids: postgres ${started.pg.pid}, redis ${started.redis.pid}, sluice ${started.sluice.pid}\n`);
   started.sluice.exited.then((code) => {
     if (!stopping) {
       noteError('sluice', new Error(`sluice exited with code ${code}: ${started.sluice?.stderr().slice(-300)}`));
