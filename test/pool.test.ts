@@ -287,3 +287,25 @@ t.test('taking idle connections one by one never loses another idle one', async 
   for (const b of again) pool.release(b.conn as FakeConn);
   t.equal(pool.stats().idle, 3, 'all three come back');
 });
+
+t.test('adopt takes in a connection opened elsewhere: it serves the head waiter, and is refused when the pool is full', async (t) => {
+  const connector = new FakeConnector();
+  const pool = makePool(connector, { size: 1 });
+  t.teardown(() => pool.close());
+  connector.hanging = true;
+  const waiter = new Borrower('w');
+  pool.acquire(waiter);
+  const outside: FakeConn = { id: 100, poolState: 'closed', openedAtMs: Date.now(), idleSinceMs: 0, generation: 0 };
+  t.equal(pool.adopt(outside), false, 'refused: the pool is at size with one opening');
+  connector.unhang();
+  await waiter.settled;
+  pool.release(waiter.conn as FakeConn);
+  const roomy = makePool(new FakeConnector(), { size: 2 });
+  t.teardown(() => roomy.close());
+  const head = new Borrower('h');
+  connector.hanging = false;
+  t.equal(roomy.adopt({ ...outside, id: 101 }), true, 'accepted below size');
+  t.equal(roomy.stats().idle, 1, 'idle when nobody waits');
+  roomy.acquire(head);
+  t.equal(head.conn?.id, 101, 'the adopted connection is lent like any other');
+});

@@ -182,6 +182,21 @@ export class Pool<C extends PooledConnection> {
     this.move(conn, 'idle');
   }
 
+  /**
+   * Takes in a connection opened outside the pool (the Postgres passthrough login check opens one
+   * with the client's credentials): it serves the head waiter or goes idle. False when the pool is
+   * full or closing; the caller then closes it.
+   */
+  adopt(conn: C): boolean {
+    if (this.closing || this.total() >= this.options.size) return false;
+    conn.poolState = 'opening';
+    conn.generation = this.generation;
+    this.options.observer?.opened?.();
+    this.move(conn, 'active');
+    this.release(conn);
+    return true;
+  }
+
   /** Closes a connection that is broken or dirty, and replaces it if someone waits. */
   remove(conn: C, reason: CloseReason): void {
     if (conn.poolState === 'closed') return;
