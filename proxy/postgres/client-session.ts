@@ -556,33 +556,32 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       this.toServerBox.add(buf, start, end);
       return;
     }
-    const tap = this.ctx.tap;
-    if (tap?.fromClient?.(this, type, buf, start, end, last)) return;
-    switch (type) {
-      case FrontendCode.query:
-      case FrontendCode.functionCall:
-        if (this.pendingSyncs === 0) this.requestStarted();
-        this.pendingSyncs++;
-        this.unsynced = 0;
-        break;
-      case FrontendCode.sync:
-        if (this.pendingSyncs === 0) this.requestStarted();
-        this.pendingSyncs++;
-        this.unsynced = 0;
-        break;
-      case FrontendCode.terminate:
-        // Requests sent before the Terminate still run to completion, as on a direct connection.
-        if (this.pendingSyncs > 0 || this.unsynced > 0 || !this.toServerBox.empty) this.terminating = true;
-        else this.close();
-        return;
-      default:
-        if (EXTENDED[type] === 1) {
-          if (this.pendingSyncs === 0 && this.unsynced === 0) this.requestStarted();
-          this.unsynced++;
-        }
+    if (type === FrontendCode.terminate) {
+      // Requests sent before the Terminate still run to completion, as on a direct connection.
+      if (this.pendingSyncs > 0 || this.unsynced > 0 || !this.toServerBox.empty) this.terminating = true;
+      else this.close();
+      return;
     }
+    const tap = this.ctx.tap;
+    if (tap?.fromClient?.(this, type, buf, start, end, last)) {
+      if (!this.server && this.state === 'idle' && !this.toServerBox.empty) this.acquire();
+      return;
+    }
+    this.countSent(type);
     this.toServerBox.add(buf, start, end);
     if (!this.server && this.state === 'idle') this.acquire();
+  }
+
+  /** Counts what a client message owes: a ReadyForQuery per Sync/Query/FunctionCall; extended messages until the next Sync. */
+  countSent(type: number): void {
+    if (type === FrontendCode.query || type === FrontendCode.functionCall || type === FrontendCode.sync) {
+      if (this.pendingSyncs === 0) this.requestStarted();
+      this.pendingSyncs++;
+      this.unsynced = 0;
+    } else if (EXTENDED[type] === 1) {
+      if (this.pendingSyncs === 0 && this.unsynced === 0) this.requestStarted();
+      this.unsynced++;
+    }
   }
 
   private requestStarted(): void {

@@ -6,7 +6,7 @@
 // CopyData or big Query strings are seen only by their first piece, with `last` false).
 // Returning true means "I took care of this message" — the pooler neither forwards nor counts
 // it, so a tap that injects or answers messages itself must keep the counts in step via
-// `link.expectReadyForQuery()` / `link.sent()`.
+// `link.countSent(type)` for each message it sends to the server in the client's place.
 import type { Severity } from './wire-messages.js';
 
 export interface TapLink {
@@ -19,6 +19,8 @@ export interface TapLink {
   toClient(bytes: Buffer): void;
   /** Queues bytes to the server in order with forwarded messages (counting is the tap's job). */
   toServer(bytes: Buffer): void;
+  /** Runs the pooler's reply counting for a message of this type the tap sent with toServer(). */
+  countSent(type: number): void;
   /** Keeps the client on its server beyond the transaction (session state the pooler cannot replay). */
   pin(reason: string): void;
   /** Sends an error to the client. */

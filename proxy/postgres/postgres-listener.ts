@@ -217,8 +217,14 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     try {
       const server = await openServer(this.target, login, this.config.timeouts.connect);
       this.upstreamReachable = true;
-      if (this.config.server.user === undefined) this.poolFor(database, user).learnWelcome(server);
-      server.terminate();
+      // The checked connection is logged in exactly as the pool would log in: keep it there.
+      const samePool = this.config.server.user === undefined && this.config.server.password === undefined;
+      const entry = samePool ? this.poolFor(database, user) : undefined;
+      if (entry) {
+        entry.learnWelcome(server);
+        server.attach(entry);
+      }
+      if (!entry?.pool.adopt(server)) server.terminate();
     } catch (err) {
       const message = (err as Error).message;
       if (/\b28P01\b|\b28000\b|password/.test(message)) return false;
