@@ -56,6 +56,8 @@ interface StalledRequest {
 
 const OK = simpleReply('OK');
 const NOAUTH = errorReply('NOAUTH Authentication required.');
+/** Like Redis's client-query-buffer-limit: the most of one unfinished request held in memory. */
+const QUERY_BUFFER_LIMIT_BYTES = 1024 * 1024 * 1024;
 const SHUTTING_DOWN = errorReply('ERR sluice is shutting down');
 const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
 
@@ -86,6 +88,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   private readonly framer: RequestFramer;
   /** Pieces of a request that has not ended yet. */
   private partial: Buffer[] = [];
+  private partialBytes = 0;
   /** Input not yet processed because the client is stalled. */
   private held: Buffer[] = [];
   private finalReply: Buffer | null = null;
@@ -177,6 +180,12 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       if (end < 0) {
         if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
         this.partial.push(pos === 0 ? chunk : chunk.subarray(pos));
+        this.partialBytes += len - pos;
+        if (this.partialBytes > QUERY_BUFFER_LIMIT_BYTES) {
+          // Each element is under max_bulk_bytes, but a request is held whole until it ends.
+          this.protocolError('Protocol error: request larger than 1 GiB (the query buffer limit)');
+          return false;
+        }
         return true;
       }
       // The hot path: a complete ordinary command, for a shared connection. Consecutive ones go
@@ -197,6 +206,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       runTarget = null;
       let raw: Buffer[];
       if (this.partial.length > 0) {
+        this.partialBytes = 0;
         raw = this.partial;
         raw.push(chunk.subarray(pos, end));
         this.partial = [];
