@@ -249,6 +249,15 @@ t.test('shared pooler: Deployment, Service, PDB and HPA fit together, and the HP
   t.match(readFileSync(join(K8S, 'shared-pooler', 'README.md'), 'utf8'), /maxReplicas × pool_size × \(database, user\) pairs\s+<\s+max_connections/, 'the sizing note');
 });
 
+t.test('every sluice container runs the image of this version, from the root Dockerfile', async (t) => {
+  const { version } = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
+  for (const example of ['sidecar', 'shared-pooler']) {
+    const spec = podSpec(example);
+    const sluice = [...(spec.initContainers ?? []), ...spec.containers].find((c: Any) => c.name === 'sluice');
+    t.equal(sluice.image, `sluice:${version}`, `${example}: sluice:${version}`);
+  }
+});
+
 t.test('monitoring: PodMonitor scrapes both examples, the PrometheusRule is sluice-alerts.yaml, the dashboard ConfigMap is the dashboard', async (t) => {
   const podMonitor = find('monitoring', 'PodMonitor') as Any;
   for (const example of ['sidecar', 'shared-pooler']) {
