@@ -130,7 +130,9 @@ t.test('Redis pool gauges and connection counters after known traffic', async (t
   const { sluice, redisPort } = await startWith('pool_size: 5');
   t.teardown(() => sluice.stop());
   const clients = Array.from({ length: 6 }, () => new Redis({ host: '127.0.0.1', port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0 }));
-  t.teardown(() => clients.forEach((c) => c.disconnect()));
+  t.teardown(() => {
+    for (const c of clients) c.disconnect();
+  });
   for (const [i, c] of clients.entries()) {
     await c.connect();
     await c.set(`metrics-traffic:${i}`, String(i));
