@@ -299,3 +299,22 @@ t.test('the server dying mid-transaction gives 08006 naming the upstream; the po
   });
   t.pass('the next client works after the upstream is back, without a restart');
 });
+
+t.test('reload with a new server address retires the old servers and serves clients from the new one', async (t) => {
+  const closedPort = await freePort();
+  const sluice = await startListener(pg, { server: { host: '127.0.0.1', port: closedPort }, auth_method: 'scram-sha-256', users: [{ name: 'app', password: 'app-secret' }] });
+  t.teardown(() => sluice.close());
+  const before = await connect(sluice.port).catch((e: Error) => e);
+  const failed = before instanceof Error ? before : await rejection(before.query('select 1'));
+  t.match(failed.message, /cannot connect to upstream/, 'the wrong address fails');
+  sluice.listener.reload(sluice.reconfigure({ server: { host: pg.host, port: pg.port } }));
+  const client = await connect(sluice.port);
+  t.equal((await client.query('select 1 as n')).rows[0].n, 1, 'after the reload the new address serves');
+  const firstPid = (await client.query('select pg_backend_pid() as pid')).rows[0].pid;
+  sluice.listener.reload(sluice.reconfigure({ server: { host: pg.host, port: pg.port, tls: 'prefer' } }));
+  const secondPid = (await client.query('select pg_backend_pid() as pid')).rows[0].pid;
+  t.not(secondPid, firstPid, 'a changed server block retires the idle server; the same client carries on, on a new one');
+  await waitFor('the retired server to be gone', async () => (await pg.psql(`select count(*) from pg_stat_activity where pid = ${firstPid}`)) === '0');
+  t.pass('the retired server was closed');
+  await client.end();
+});
