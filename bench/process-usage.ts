@@ -6,25 +6,33 @@ import { readFileSync } from 'node:fs';
 /** Linux reports utime/stime in clock ticks; USER_HZ is 100 on every mainstream kernel config. */
 const TICKS_PER_SECOND = 100;
 
-/** utime + stime of one process in milliseconds, or undefined once it has gone. */
-export function cpuTimeMs(pid: number): number | undefined {
+/** utime and stime of one process in milliseconds, or undefined once it has gone. */
+export function cpuTimes(pid: number): { userMs: number; systemMs: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may contain spaces and parentheses: count fields after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime is field 14 and stime field 15.
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return (ticks * 1000) / TICKS_PER_SECOND;
+    return { userMs: (Number(fields[11]) * 1000) / TICKS_PER_SECOND, systemMs: (Number(fields[12]) * 1000) / TICKS_PER_SECOND };
   } catch {
     return undefined;
   }
 }
 
-/** Total CPU of several processes; a process that has gone counts as 0. */
-export function totalCpuTimeMs(pids: readonly number[]): number {
-  let total = 0;
-  for (const pid of pids) total += cpuTimeMs(pid) ?? 0;
-  return total;
+/**
+ * Total user and system CPU of several processes; a process that has gone counts as 0.
+ * The split matters: a byte-forwarding proxy's system time is mostly the kernel's loopback
+ * path, which every proxy pays per read/write call; user time is the proxy's own code.
+ */
+export function totalCpuTimes(pids: readonly number[]): { userMs: number; systemMs: number } {
+  let userMs = 0;
+  let systemMs = 0;
+  for (const pid of pids) {
+    const times = cpuTimes(pid);
+    userMs += times?.userMs ?? 0;
+    systemMs += times?.systemMs ?? 0;
+  }
+  return { userMs, systemMs };
 }
 
 /** VmRSS in KiB, or undefined once the process has gone. */

@@ -8,8 +8,10 @@ import type { Plan, Workload } from './workloads.js';
 export interface Sample {
   round: number;
   outcome: RunOutcome;
-  /** CPU ms the target's processes used during the run. */
+  /** CPU ms the target's processes used during the run (user + system). */
   cpuMs?: number;
+  /** The user-time part of cpuMs. */
+  cpuUserMs?: number;
 }
 
 export interface TargetRow {
@@ -58,18 +60,23 @@ export interface Summary {
   p50Ms?: number;
   p99Ms?: number;
   cpuPer1000Ms?: number;
+  /** User-time part of cpuPer1000Ms. */
+  userPer1000Ms?: number;
   ok: number;
   errors: string[];
 }
 
 export function summarise(row: TargetRow): Summary {
   const good = row.samples.filter((s) => s.outcome.rate !== undefined && !s.outcome.error);
-  const cpu = good.filter((s) => s.cpuMs !== undefined && s.outcome.count).map((s) => ((s.cpuMs as number) / (s.outcome.count as number)) * 1000);
+  const measured = good.filter((s) => s.cpuMs !== undefined && s.outcome.count);
+  const cpu = measured.map((s) => ((s.cpuMs as number) / (s.outcome.count as number)) * 1000);
+  const user = measured.map((s) => ((s.cpuUserMs ?? 0) / (s.outcome.count as number)) * 1000);
   return {
     rate: median(good.map((s) => s.outcome.rate as number)),
     p50Ms: median(good.filter((s) => s.outcome.p50Ms !== undefined).map((s) => s.outcome.p50Ms as number)),
     p99Ms: median(good.filter((s) => s.outcome.p99Ms !== undefined).map((s) => s.outcome.p99Ms as number)),
     cpuPer1000Ms: row.role === 'direct' && row.samples.every((s) => !s.cpuMs) ? undefined : median(cpu),
+    userPer1000Ms: median(user),
     ok: good.length,
     errors: [...new Set(row.samples.map((s) => s.outcome.error).filter((e): e is string => Boolean(e)))],
   };
@@ -103,7 +110,7 @@ function renderThroughput(result: WorkloadResult, rounds: number): string[] {
   const direct = rows.find((r) => r.role === 'direct');
   const anchorRow = rows.find((r) => r.name === anchor);
   const lines = [
-    `| target | ${unit} (median) | p50 ms | p99 ms | × direct | × ${anchor} | CPU ms / 1000 ${per} | ok rounds | notes |`,
+    `| target | ${unit} (median) | p50 ms | p99 ms | × direct | × ${anchor} | CPU ms / 1000 ${per} (user) | ok rounds | notes |`,
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const row of rows) {
@@ -114,7 +121,7 @@ function renderThroughput(result: WorkloadResult, rounds: number): string[] {
     const s = summarise(row);
     const notes = [...row.notes, ...s.errors.map((e) => `error: ${e}`)];
     lines.push(
-      `| ${row.name} | ${s.rate === undefined ? '**failed**' : fmt(s.rate)} | ${fmtMs(s.p50Ms)} | ${fmtMs(s.p99Ms)} | ${row === direct ? '1.00×' : fmtRatio(pairedRatio(row, direct))} | ${row === anchorRow ? '1.00×' : fmtRatio(pairedRatio(row, anchorRow))} | ${s.cpuPer1000Ms === undefined ? '–' : fmt(s.cpuPer1000Ms, 1)} | ${s.ok}/${rounds} | ${cell(notes.join('; '))} |`,
+      `| ${row.name} | ${s.rate === undefined ? '**failed**' : fmt(s.rate)} | ${fmtMs(s.p50Ms)} | ${fmtMs(s.p99Ms)} | ${row === direct ? '1.00×' : fmtRatio(pairedRatio(row, direct))} | ${row === anchorRow ? '1.00×' : fmtRatio(pairedRatio(row, anchorRow))} | ${s.cpuPer1000Ms === undefined ? '–' : `${fmt(s.cpuPer1000Ms, 1)} (${fmt(s.userPer1000Ms, 1)})`} | ${s.ok}/${rounds} | ${cell(notes.join('; '))} |`,
     );
   }
   return lines;

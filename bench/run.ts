@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openIdlePostgresClients, openIdleRedisClients } from './idle-clients.js';
 import { runPgbench } from './pgbench-runner.js';
-import { loadAverage, residentKiB, totalCpuTimeMs } from './process-usage.js';
+import { loadAverage, residentKiB, totalCpuTimes } from './process-usage.js';
 import { probeRedis, runRedisBenchmark } from './redis-benchmark-runner.js';
 import { type IdleRow, renderResults, type RunInfo, type TargetRow, type WorkloadResult, summarise } from './report.js';
 import {
@@ -103,13 +103,16 @@ async function runThroughput(workload: Exclude<Workload, { kind: 'idle' }>, slot
           continue;
         }
       }
-      const cpuBefore = totalCpuTimeMs(target.pids);
+      const cpuBefore = totalCpuTimes(target.pids);
       const outcome = workload.kind === 'pgbench' ? await runPgbench(target.host, target.port, workload.spec) : await runRedisBenchmark(target.host, target.port, workload.spec);
-      const cpuMs = target.pids.length > 0 ? totalCpuTimeMs(target.pids) - cpuBefore : undefined;
+      const cpuAfter = totalCpuTimes(target.pids);
+      const measured = target.pids.length > 0;
+      const cpuMs = measured ? cpuAfter.userMs + cpuAfter.systemMs - cpuBefore.userMs - cpuBefore.systemMs : undefined;
+      const cpuUserMs = measured ? cpuAfter.userMs - cpuBefore.userMs : undefined;
       const after = target.failure();
       if (after) outcome.error = outcome.error ? `${outcome.error} (${after})` : after;
-      row.samples.push({ round, outcome, cpuMs });
-      log(`${workload.id} r${round + 1} ${slot.name}: ${outcome.rate?.toFixed(0) ?? '-'}/s p50 ${outcome.p50Ms?.toFixed(2) ?? '-'} p99 ${outcome.p99Ms?.toFixed(2) ?? '-'} cpu ${cpuMs ?? '-'}ms${outcome.error ? ` ERROR ${outcome.error}` : ''}`);
+      row.samples.push({ round, outcome, cpuMs, cpuUserMs });
+      log(`${workload.id} r${round + 1} ${slot.name}: ${outcome.rate?.toFixed(0) ?? '-'}/s p50 ${outcome.p50Ms?.toFixed(2) ?? '-'} p99 ${outcome.p99Ms?.toFixed(2) ?? '-'} cpu ${cpuMs ?? '-'}ms (user ${cpuUserMs ?? '-'})${outcome.error ? ` ERROR ${outcome.error}` : ''}`);
     }
   }
   return [...rows.values()].map((row) => {

@@ -148,8 +148,17 @@ function asTarget(name: string, role: TargetRole, port: number, proc: OwnedProce
 export async function startOrSkip(name: string, role: TargetRole, start: () => Promise<Target>): Promise<Target> {
   try {
     return await start();
-  } catch (err) {
-    return skippedTarget(name, role, (err as Error).message.split('\n')[0].slice(0, 300));
+  } catch (first) {
+    // One retry: dist/ is shared with engineers rebuilding it, and a start during their tsc
+    // run can load a half-written file.
+    await new Promise((r) => setTimeout(r, 3000));
+    try {
+      return await start();
+    } catch (err) {
+      const reason = (err as Error).message.split('\n')[0].slice(0, 300);
+      const firstReason = (first as Error).message.split('\n')[0].slice(0, 300);
+      return skippedTarget(name, role, reason === firstReason ? reason : `${reason} (first attempt: ${firstReason})`);
+    }
   }
 }
 
