@@ -2,8 +2,12 @@
 // extended, TPC-B, 50 clients over a pool of 5), node-postgres with 200 concurrent clients and
 // Debian's psycopg2 in every pool mode, COPY both ways, NOTIFY, and per-client settings that
 // never leak between clients sharing a server.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import postgres from 'postgres';
 import t from 'tap';
 import { PG_USERS, startPostgres } from './harness/postgres-server.js';
+import { tempDir } from './harness/tools.js';
 import { backendsIn, connect, execFileAsync, freshDatabase, psqlThrough, rejection, startListener } from './pg-support.js';
 
 const pg = await startPostgres();
@@ -43,6 +47,12 @@ t.test('pgbench TPC-B, simple and extended protocol, 50 clients over a pool of 5
     t.match(stdout, /number of failed transactions: 0 /, `${protocol}: zero failed transactions`);
     t.match(stdout, /number of transactions actually processed: 2000\/2000/, `${protocol}: every transaction processed`);
   }
+  // libpq pipeline mode: several Syncs in flight per client; only the last ReadyForQuery frees the server.
+  const script = join(tempDir('pgbench'), 'pipeline.sql');
+  writeFileSync(script, '\\set aid random(1, 100000)\n\\startpipeline\nselect abalance from pgbench_accounts where aid = :aid;\nselect :aid::int + 1;\nselect 2;\n\\endpipeline\n');
+  const { stdout: piped } = await execFileAsync('pgbench', ['-n', '-c', '20', '-j', '2', '-t', '50', '-M', 'extended', '-f', script, ...common], { env, cwd: '/', timeout: 240_000 });
+  t.match(piped, /number of failed transactions: 0 /, 'pipeline mode: zero failed transactions');
+  t.match(piped, /number of transactions actually processed: 1000\/1000/, 'pipeline mode: every pipeline processed');
   sampling = false;
   await sampler;
   t.ok(maxServers > 0 && maxServers <= 5, `pg_stat_activity showed at most pool_size servers (max seen ${maxServers})`);
@@ -205,4 +215,28 @@ t.test('the real binary: psql through a YAML-configured listener, metrics count 
   const refused = await rejection(psqlThrough(port, 'SHOW POOLS', {}, PG_USERS.md5.name, 'sluice'));
   t.match(String((refused as { stderr?: string }).stderr), /password authentication failed|not in admin_users/);
   t.equal(await sluice.stop(), 0, 'SIGTERM drains and exits 0');
+});
+
+t.test('pipelined Syncs (postgres.js pipelines on one connection): every reply to its query, the server freed only after the last', async (t) => {
+  const sluice = await startListener(pg, { pool_mode: 'transaction', pool_size: 2 });
+  t.teardown(() => sluice.close());
+  const makeSql = () =>
+    postgres({ host: '127.0.0.1', port: sluice.port, user: PG_USERS.scram.name, password: PG_USERS.scram.password, database: 'postgres', max: 1, prepare: false, onnotice: () => {} });
+  const a = makeSql();
+  const b = makeSql();
+  t.teardown(() => Promise.all([a.end({ timeout: 1 }), b.end({ timeout: 1 })]));
+  for (let round = 0; round < 3; round++) {
+    const [fromA, fromB] = await Promise.all([
+      Promise.all(Array.from({ length: 50 }, (_, i) => a`select ${i}::int as n, 'a' as who`)),
+      Promise.all(Array.from({ length: 50 }, (_, i) => b`select ${i}::int as n, 'b' as who`)),
+    ]);
+    t.same(fromA.map((rows) => `${rows[0].who}${rows[0].n}`), Array.from({ length: 50 }, (_, i) => `a${i}`), `round ${round}: client a got its 50 pipelined replies in order`);
+    t.same(fromB.map((rows) => `${rows[0].who}${rows[0].n}`), Array.from({ length: 50 }, (_, i) => `b${i}`), `round ${round}: client b too`);
+  }
+  const inTx = await a.begin(async (tx) => {
+    await tx`create temp table if not exists pipe_t (v int)`;
+    const writes = await Promise.all(Array.from({ length: 20 }, (_, i) => tx`insert into pipe_t values (${i}) returning v`));
+    return writes.length;
+  });
+  t.equal(inTx, 20, 'a pipelined transaction runs on one server');
 });
