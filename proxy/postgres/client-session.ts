@@ -531,6 +531,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   private linkUp(): void {
     this.linkReady = true;
+    // timeouts.query and the query histogram measure time on the server, not time queued for it.
+    if (this.requestSinceMs > 0) this.requestSinceMs = Date.now();
     if (this.ctx.tap?.serverAssigned) this.ctx.tap.serverAssigned(this);
     if (this.pausedForServer) {
       this.pausedForServer = false;
@@ -769,7 +771,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     const server = this.server;
     const busy = this.pendingSyncs > 0 || this.unsynced > 0;
     if (busy) {
-      if (t.query > 0 && server && !this.queryCancelled && this.requestSinceMs > 0 && nowMs - this.requestSinceMs > t.query) {
+      if (t.query > 0 && server && this.linkReady && !this.queryCancelled && this.requestSinceMs > 0 && nowMs - this.requestSinceMs > t.query) {
         this.queryCancelled = true;
         this.entry?.metrics.timeout('timeouts.query');
         this.out.addBuffer(errorResponse('WARNING', '57014', `sluice: cancelling query after ${t.query}ms (timeouts.query)`, true));
@@ -892,6 +894,11 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       server.sendCancel(this.ctx.config.timeouts.connect);
       server.afterCancel = send;
     } else send();
+  }
+
+  /** The server a cancel for this client may go to: only one running this client's own requests (not its SET batch). */
+  get cancelTarget(): ServerConnection | undefined {
+    return this.linkReady ? this.server : undefined;
   }
 
   // TapLink

@@ -249,7 +249,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
   /** A CancelRequest: forwarded to the server that client holds now, with that server's key; else dropped. */
   cancel(pid: number, secret: number): void {
     const client = this.keys.get(secret);
-    const server = client?.server;
+    const server = client?.cancelTarget;
     if (!client || client.key.pid !== pid || !server || client.state !== 'active') {
       this.metrics.cancel('dropped');
       return;
