@@ -78,13 +78,15 @@ export class Sluice {
       readiness: () => this.readiness(),
       status: () => statusDocument(this.metrics.snapshots()),
     });
-    await bindServer(this.http as unknown as import('node:net').Server, this.config.metrics.listen);
-    this.log.info({ listen: this.config.metrics.listen }, 'metrics listening: GET /metrics /healthz /readyz /status');
+    // Listeners bind before the HTTP side, so a startup probe that sees /healthz answer knows
+    // the proxy ports accept connections too.
     for (const listener of this.listeners) {
       await listener.start();
       const snap = listener.snapshot();
       this.log.info({ protocol: snap.protocol, pool: snap.name, listen: snap.listen, upstream: snap.upstream }, `${snap.protocol} listening on ${snap.listen}, forwarding to ${snap.upstream}`);
     }
+    await bindServer(this.http as unknown as import('node:net').Server, this.config.metrics.listen);
+    this.log.info({ listen: this.config.metrics.listen }, 'metrics listening: GET /metrics /healthz /readyz /status');
     this.phase = 'running';
     this.watchConfig();
   }
