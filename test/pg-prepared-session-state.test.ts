@@ -4,7 +4,8 @@ import { serialize } from 'pg-protocol';
 import t from 'tap';
 import { postgresListenerSchema } from '../config/schema.js';
 import { firstPinReason, pinReasonOf } from '../proxy/postgres/session-state.js';
-import { createSessionStateTap, type SessionStateLink, type SessionStateTap } from '../proxy/postgres/session-state-tap.js';
+import type { TapLink } from '../proxy/postgres/message-tap.js';
+import { createSessionStateTap, type SessionStateTap } from '../proxy/postgres/session-state-tap.js';
 import { scanSqlText } from '../proxy/postgres/sql-scan.js';
 import { backend, describeBackend, describeFrontend, Sink } from './pg-prepared-helpers.js';
 
@@ -27,16 +28,30 @@ t.test('what pins in transaction mode, and what the pooler replays instead', asy
   t.equal(pinReasonOf({ kind: 'set', name: 'work_mem', value: '1MB' }, new Set(['work_mem'])), undefined, 'the replayed set is the caller’s');
 });
 
-class FakeLink implements SessionStateLink {
+class FakeLink implements TapLink {
+  database = 'postgres';
+  user = 'app';
   mode: 'session' | 'transaction' | 'statement' = 'transaction';
-  serverHandle: object | undefined;
+  serverId: number | undefined;
   readonly clientSink = new Sink();
   readonly serverSink = new Sink();
-  pinned = false;
   readonly pins: string[] = [];
+  readonly counted: string[] = [];
+  readonly errors: string[] = [];
+  toClient(bytes: Buffer): void {
+    this.clientSink.addBuffer(bytes);
+  }
+  toServer(bytes: Buffer): void {
+    this.serverSink.addBuffer(bytes);
+  }
+  countSent(type: number): void {
+    this.counted.push(String.fromCharCode(type));
+  }
   pin(reason: string): void {
-    this.pinned = true;
     this.pins.push(reason);
+  }
+  error(_severity: string, sqlstate: string): void {
+    this.errors.push(sqlstate);
   }
 }
 
@@ -49,13 +64,13 @@ function tapFor(overrides: Record<string, unknown> = {}): SessionStateTap {
 
 const send = (tap: SessionStateTap, link: FakeLink, messages: Buffer[]) => {
   for (const m of messages) {
-    if (!tap.fromClient(link, m[0], m, 0, m.length, true, true)) link.serverSink.addBuffer(m);
+    if (!tap.fromClient(link, m[0], m, 0, m.length, true)) link.serverSink.addBuffer(m);
   }
   return link.serverSink.take().map(describeFrontend);
 };
 const reply = (tap: SessionStateTap, link: FakeLink, messages: Buffer[]) => {
   for (const m of messages) {
-    if (!tap.fromServer(link, m[0], m, 0, m.length, true, true)) link.clientSink.addBuffer(m);
+    if (!tap.fromServer(link, m[0], m, 0, m.length, true)) link.clientSink.addBuffer(m);
   }
   return link.clientSink.take().map(describeBackend);
 };
@@ -63,9 +78,9 @@ const reply = (tap: SessionStateTap, link: FakeLink, messages: Buffer[]) => {
 t.test('the tap pins on session state and renames statements per server', async (t) => {
   const tap = tapFor();
   const link = new FakeLink();
-  link.serverHandle = {};
+  link.serverId = 1;
   t.same(send(tap, link, [serialize.query("SET application_name = 'a'")]), ['Q "SET application_name = \'a\'"']);
-  t.notOk(link.pinned);
+  t.same(link.pins, []);
   send(tap, link, [serialize.query('LISTEN jobs')]);
   t.same(link.pins, ['listen']);
   const sent = send(tap, link, [serialize.parse({ name: 's', text: 'select 1' }), serialize.sync()]);
@@ -85,31 +100,51 @@ t.test('session mode and disabled features leave traffic alone', async (t) => {
   t.equal(createSessionStateTap(postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: 'h' }, prepared_statements: false, pin_on_session_state: false })), undefined);
   const tap = tapFor({ prepared_statements: false });
   const link = new FakeLink();
-  link.serverHandle = {};
+  link.serverId = 1;
   const parse = serialize.parse({ name: 's', text: 'LISTEN x' });
-  t.equal(tap.fromClient(link, parse[0], parse, 0, parse.length, true, true), false, 'not rewritten');
+  t.equal(tap.fromClient(link, parse[0], parse, 0, parse.length, true), false, 'not rewritten');
   t.same(link.pins, ['listen'], 'but still pinned (a Parse text is scanned too)');
   const off = tapFor({ pin_on_session_state: false });
   const other = new FakeLink();
-  other.serverHandle = {};
+  other.serverId = 2;
   send(off, other, [serialize.query('LISTEN x')]);
-  t.notOk(other.pinned, 'pin_on_session_state: false never pins');
+  t.same(other.pins, [], 'pin_on_session_state: false never pins');
 });
 
 t.test('a server its client left mid-request gets every statement closed before it is used again', async (t) => {
   const tap = tapFor();
-  const handle = {};
   const first = new FakeLink();
-  first.serverHandle = handle;
+  first.serverId = 7;
   send(tap, first, [serialize.parse({ name: 'a', text: 'select 1' }), serialize.sync()]);
   reply(tap, first, [backend.parseComplete(), backend.readyForQuery('I')]);
-  const name = tap.statementsOf(handle)!.names()[0];
+  const name = tap.statementsOf(7)!.names()[0];
   send(tap, first, [serialize.parse({ name: 'b', text: 'select 2' }), serialize.bind({ statement: 'b' }), serialize.execute({}), serialize.sync()]);
-  tap.clientClosed(first, handle); // replies never read by the tap
+  // the client leaves; the pooler rolls the server back and reads the replies without the tap
   const next = new FakeLink();
-  next.serverHandle = handle;
+  next.serverId = 7;
+  tap.serverAssigned(next);
   const sent = send(tap, next, [serialize.parse({ name: 'x', text: 'select 1' }), serialize.sync()]);
   t.equal(sent[0], `C S ${name}`, 'closed first');
   t.equal(sent.filter((m) => m.startsWith('C S')).length, 2, 'both statements, whatever became of the second');
   t.equal(sent.at(-2), `P ${name} "select 1"`, 'then prepared again');
+});
+
+t.test('messages that arrive before the client holds a server wait, then go out rewritten for the server it gets', async (t) => {
+  const tap = tapFor();
+  const link = new FakeLink();
+  const messages = [serialize.parse({ name: 's', text: 'select 1' }), serialize.bind({ statement: 's' }), serialize.execute({}), serialize.sync()];
+  t.same(send(tap, link, messages), [], 'nothing yet (a zero-length placeholder makes the session acquire)');
+  t.same(link.counted, ['P', 'B', 'E', 'S'], 'counted as they arrive');
+  link.serverId = 3;
+  tap.serverAssigned(link);
+  const sent = link.serverSink.take().map(describeFrontend);
+  t.match(sent, [/^P sluice_\w+ "select 1"$/, /^B {2}sluice_\w+$/, 'E', 'S']);
+  t.same(reply(tap, link, [backend.parseComplete(), backend.bindComplete(), backend.dataRow('1'), backend.commandComplete('SELECT 1'), backend.readyForQuery('I')]), ['1', '2', 'D 1', 'C SELECT 1', 'Z I']);
+  tap.serverReleased(link);
+  link.serverId = undefined;
+  send(tap, link, [serialize.parse({ name: 't', text: 'select 1' }), serialize.bind({ statement: 't' }), serialize.execute({}), serialize.sync()]);
+  link.serverId = 3;
+  tap.serverAssigned(link);
+  t.match(link.serverSink.take().map(describeFrontend), [/^B {2}sluice_\w+$/, 'E', 'S'], 'same server: the statement is already there');
+  t.same(link.clientSink.take().map(describeBackend), ['1'], 'its ParseComplete answered at once');
 });

@@ -134,13 +134,23 @@ export class ReplyQueue {
       if (this.pieceForward) client.add(buf, start, end);
       return this.pieceForward;
     }
-    const forward = this.match(type, buf, start, end, client);
+    const forward = this.classify(type, buf, start, end, client);
     this.pieceForward = forward;
-    if (forward) {
-      if (RESULT_TYPES[type] === 1) this.resultsSinceReady++;
-      client.add(buf, start, end);
-    }
+    if (forward) client.add(buf, start, end);
     this.drainLocal(client);
+    return forward;
+  }
+
+  /**
+   * The first piece of a server message: writes the synthesised replies due before it, updates
+   * the expectations, and says whether the message itself should reach the client — writing it
+   * is the caller's job, followed by drainLocal() for the replies due after it. (A replacement,
+   * such as an error naming the client's statement, is written here and counts as not forwarded.)
+   */
+  classify(type: number, buf: Buffer, start: number, end: number, client: ReplySink): boolean {
+    this.drainLocal(client);
+    const forward = this.match(type, buf, start, end, client);
+    if (forward && RESULT_TYPES[type] === 1) this.resultsSinceReady++;
     return forward;
   }
 
@@ -264,7 +274,7 @@ export class ReplyQueue {
   }
 
   /** Writes the synthesised replies now at the head: nothing the server owes comes before them. */
-  private drainLocal(client: ReplySink): void {
+  drainLocal(client: ReplySink): void {
     for (let next = this.peek(); next !== undefined && next.reply === 'local'; next = this.peek()) {
       this.writeLocal(this.shift(), client);
     }

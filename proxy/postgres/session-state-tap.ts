@@ -1,118 +1,151 @@
-// Transaction pooling without surprises, as a message tap on the Postgres listener: named
+// Transaction pooling without surprises, as the listener's message tap (message-tap.ts): named
 // prepared statements renamed and replayed per server (prepared-statements.ts), and clients
 // pinned to their server when their SQL creates session state (session-state.ts).
 //
-//   client-session ──fromClient(link, msg)──► tap ──► link.serverSink (rewritten / injected)
-//                                               └──► link.clientSink (a reply answered locally)
-//   client-session ◄─fromServer(link, msg)─── tap ──► link.clientSink (forwarded / swallowed /
-//                                                     synthesised, in order)
+//   client msg ─► fromClient ─┬─ no server yet: held here, in order (a zero-length placeholder in
+//                             │  the session's server outbox makes it acquire one)
+//                             └─ server known: rewritten/injected ─► link.toServer
+//                                                answered locally  ─► link.toClient (in order)
+//   serverAssigned ─► the held messages go out, rewritten for that server
+//   server msg ─► fromServer ─► swallowed | written here | left to the pooler (ReadyForQuery,
+//                               CommandComplete, ParameterStatus, COPY, errors: it must see them)
 //
-// The tap sees client messages only once the client holds a ready server (it must know which
-// server's statements to use), and server messages after the session did its own bookkeeping
-// (ReadyForQuery, ParameterStatus). In session mode it stays out of the way.
+// Rewriting needs to know which server gets the message (what is prepared there), which in
+// transaction mode is decided only when the client acquires one — hence the holding.
+// In session mode the tap stays out of the way.
 import type { PostgresListenerConfig } from '../../config/schema.js';
+import type { MessageTap, TapLink } from './message-tap.js';
 import type { ReplySink } from './prepared-reply-queue.js';
 import { ClientStatements, ClientStream, fromClient, ServerStatements, StatementRegistry } from './prepared-statements.js';
-import { FrontendCode } from './protocol-codes.js';
+import { BackendCode, byteSet, FrontendCode } from './protocol-codes.js';
 import { firstPinReason } from './session-state.js';
 import { scanParseMessage, scanQueryMessage } from './sql-scan.js';
 
-/** What the tap needs of a client's link to its server (client-session.ts provides it). */
-export interface SessionStateLink {
-  readonly mode: 'session' | 'transaction' | 'statement';
-  /** The server the client holds now (any object identifying it), undefined when none. */
-  readonly serverHandle: object | undefined;
-  /** The client's outbox, in order with forwarded replies. */
-  readonly clientSink: ReplySink;
-  /** The server's outbox, in order with forwarded requests. */
-  readonly serverSink: ReplySink;
-  /** Whether the client is already pinned. */
-  readonly pinned: boolean;
-  /** Keeps the client on its server until it leaves. */
-  pin(reason: string): void;
+/** Server messages the pooler itself must see (release rule, parameters, COPY state, error counts). */
+const POOLER_SEES = byteSet(BackendCode.readyForQuery, BackendCode.commandComplete, BackendCode.parameterStatus, BackendCode.copyInResponse, BackendCode.errorResponse);
+
+const PLACEHOLDER = Buffer.alloc(0);
+
+interface HeldMessage {
+  type: number;
+  buf: Buffer;
+  start: number;
+  end: number;
 }
 
 interface ClientEntry {
   statements: ClientStatements;
   stream: ClientStream;
+  /** Messages that arrived while the client held no server. */
+  held: HeldMessage[];
+  pinned: boolean;
+  toServer: ReplySink;
+  toClient: ReplySink;
 }
 
-export class SessionStateTap {
+export interface SessionStateOptions {
+  preparedStatements: boolean;
+  maxPreparedStatements: number;
+  pinOnSessionState: boolean;
+}
+
+export class SessionStateTap implements MessageTap {
   readonly registry = new StatementRegistry();
-  private readonly clients = new WeakMap<SessionStateLink, ClientEntry>();
-  private readonly servers = new WeakMap<object, ServerStatements>();
+  private readonly clients = new WeakMap<TapLink, ClientEntry>();
+  /** Per server connection id. */
+  private readonly servers = new Map<number, ServerStatements>();
 
-  constructor(
-    private readonly options: { preparedStatements: boolean; maxPreparedStatements: number; pinOnSessionState: boolean },
-  ) {}
+  constructor(private readonly options: SessionStateOptions) {}
 
-  /** A client message bound for the client's server; true when the tap wrote what the server gets. */
-  fromClient(link: SessionStateLink, type: number, buf: Buffer, start: number, end: number, first: boolean, last: boolean): boolean {
+  fromClient(link: TapLink, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean {
     if (link.mode === 'session') return false;
-    if (first && this.options.pinOnSessionState && !link.pinned && (type === FrontendCode.query || type === FrontendCode.parse)) {
-      const effects = type === FrontendCode.query ? scanQueryMessage(buf, start, end) : scanParseMessage(buf, start, end);
-      const reason = firstPinReason(effects);
-      if (reason) link.pin(reason);
+    const client = this.clientOf(link);
+    if (this.options.pinOnSessionState && !client.pinned && (type === FrontendCode.query || type === FrontendCode.parse)) {
+      const reason = firstPinReason(type === FrontendCode.query ? scanQueryMessage(buf, start, end) : scanParseMessage(buf, start, end));
+      if (reason) {
+        client.pinned = true;
+        link.pin(reason);
+      }
     }
     if (!this.options.preparedStatements) return false;
-    const server = this.serverOf(link);
-    if (server === undefined) return false;
+    if (link.serverId === undefined || client.held.length > 0) {
+      if (!last) {
+        // the rest of this message would reach the server ahead of the held ones
+        link.error('FATAL', '54000', 'sluice: a message over 64 KiB cannot follow extended-protocol messages that wait for a server');
+        return true;
+      }
+      if (client.held.length === 0) link.toServer(PLACEHOLDER);
+      client.held.push({ type, buf, start, end });
+      link.countSent(type);
+      return true;
+    }
+    // a long Query or CopyData arrives in pieces: the tap sees the first, the pooler streams the rest after it
+    fromClient(client.statements, client.stream, this.serverOf(link.serverId), type, buf, start, end, true, last, client.toServer, client.toClient);
+    link.countSent(type);
+    return true;
+  }
+
+  fromServer(link: TapLink, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean {
+    if (link.mode === 'session' || !this.options.preparedStatements || link.serverId === undefined) return false;
+    const server = this.servers.get(link.serverId);
+    const client = this.clients.get(link);
+    if (server === undefined || client === undefined) return false;
+    const sink = client.toClient;
+    if (!server.replies.classify(type, buf, start, end, sink)) {
+      server.replies.drainLocal(sink);
+      return true;
+    }
+    if (POOLER_SEES[type] === 1) {
+      // the pooler forwards it; replies due after it go out before the next server message
+      return false;
+    }
+    sink.add(buf, start, end);
+    if (last) server.replies.drainLocal(sink);
+    return true;
+  }
+
+  serverAssigned(link: TapLink): void {
+    if (link.mode === 'session' || !this.options.preparedStatements || link.serverId === undefined) return;
+    const server = this.serverOf(link.serverId);
+    // the previous client left with requests outstanding: the pooler rolled the server back
+    // without us, so what it holds is unknown
+    if (!server.replies.idle) server.abandon();
     const client = this.clientOf(link);
-    fromClient(client.statements, client.stream, server, type, buf, start, end, first, last, link.serverSink, link.clientSink);
-    return true;
+    const held = client.held;
+    client.held = [];
+    for (const m of held) fromClient(client.statements, client.stream, server, m.type, m.buf, m.start, m.end, true, true, client.toServer, client.toClient);
   }
 
-  /** A server message for the client; true when the tap wrote what the client gets. */
-  fromServer(link: SessionStateLink, type: number, buf: Buffer, start: number, end: number, first: boolean, _last: boolean): boolean {
-    if (link.mode === 'session' || !this.options.preparedStatements) return false;
-    const server = this.serverOf(link);
-    if (server === undefined) return false;
-    server.replies.onServerMessage(type, buf, start, end, first, link.clientSink);
-    return true;
-  }
-
-  /** The client gave its server back (idle, nothing outstanding). */
-  serverReleased(link: SessionStateLink): void {
-    const server = link.serverHandle && this.servers.get(link.serverHandle);
-    server?.setClient(undefined);
-  }
-
-  /** The client left; `serverHandle` is the server it held, if any, with replies maybe outstanding. */
-  clientClosed(link: SessionStateLink, serverHandle: object | undefined): void {
-    this.clients.get(link)?.statements.close();
-    this.clients.delete(link);
-    const server = serverHandle && this.servers.get(serverHandle);
-    if (server && !server.replies.idle) server.abandon();
-    else server?.setClient(undefined);
-  }
-
-  /** A server connection closed: its statements went with it. */
-  serverClosed(serverHandle: object): void {
-    this.servers.get(serverHandle)?.close();
-    this.servers.delete(serverHandle);
+  serverReleased(link: TapLink): void {
+    if (link.serverId !== undefined) this.servers.get(link.serverId)?.setClient(undefined);
   }
 
   /** The statements of a server (tests, SHOW). */
-  statementsOf(serverHandle: object): ServerStatements | undefined {
-    return this.servers.get(serverHandle);
+  statementsOf(serverId: number): ServerStatements | undefined {
+    return this.servers.get(serverId);
   }
 
-  private clientOf(link: SessionStateLink): ClientEntry {
+  private clientOf(link: TapLink): ClientEntry {
     let entry = this.clients.get(link);
     if (entry === undefined) {
-      entry = { statements: new ClientStatements(this.registry), stream: new ClientStream() };
+      entry = {
+        statements: new ClientStatements(this.registry),
+        stream: new ClientStream(),
+        held: [],
+        pinned: false,
+        toServer: { add: (b, s, e) => link.toServer(b.subarray(s, e)), addBuffer: (b) => link.toServer(b) },
+        toClient: { add: (b, s, e) => link.toClient(b.subarray(s, e)), addBuffer: (b) => link.toClient(b) },
+      };
       this.clients.set(link, entry);
     }
     return entry;
   }
 
-  private serverOf(link: SessionStateLink): ServerStatements | undefined {
-    const handle = link.serverHandle;
-    if (handle === undefined) return undefined;
-    let server = this.servers.get(handle);
+  private serverOf(id: number): ServerStatements {
+    let server = this.servers.get(id);
     if (server === undefined) {
       server = new ServerStatements(this.registry, this.options.maxPreparedStatements);
-      this.servers.set(handle, server);
+      this.servers.set(id, server);
     }
     return server;
   }
