@@ -36,7 +36,7 @@ redis:
     listen: 127.0.0.1:${port.tight}
     server: { host: 127.0.0.1, port: ${redis.port}, db: 3 }
     max_dedicated_connections: 1
-    timeouts: { acquire: 300ms, client_idle: 500ms }
+    timeouts: { acquire: 300ms, client_idle: 2s }
   - name: nowhere
     listen: 127.0.0.1:${port.nowhere}
     server: { host: 127.0.0.1, port: ${deadPort} }
@@ -120,14 +120,12 @@ t.test('-BUSY from a server running a long script passes through as a reply, not
 
 t.test('server.db applies to every upstream connection; the dedicated bound and timeouts.acquire hold; timeouts.client_idle closes idle clients only', async (t) => {
   const holder = await WireClient.connect(port.tight);
-  const second = await WireClient.connect(port.tight);
-  t.teardown(() => {
-    holder.close();
-    second.close();
-  });
+  t.teardown(() => holder.close());
   t.equal(text(await holder.command('SET', 'tight:k', 'in-db3')), 'OK');
+  holder.send('BLPOP', 'tight:list', '30');
   t.equal(await redis.cli('-n', '3', 'GET', 'tight:k'), 'in-db3', 'the configured database is selected at login');
-  holder.send('BLPOP', 'tight:list', '10');
+  const second = await WireClient.connect(port.tight);
+  t.teardown(() => second.close());
   const refused = text(await second.command('BLPOP', 'tight:list', '3'));
   t.match(refused, /ERR no server connection in pool "tight\/default" within 300ms \(timeouts\.acquire\)/, 'the second blocking client waits at most timeouts.acquire');
   await second.closed;

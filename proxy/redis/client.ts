@@ -35,6 +35,8 @@ export interface ClientHost {
   readonly defaultDb: number;
   readonly draining: boolean;
   readonly maxDedicated: number;
+  /** Changes whenever a shared pool is dropped, so cached pool references are looked up again. */
+  readonly poolGeneration: number;
   requiresAuth(): boolean;
   /** True when the user/password pair may log in. */
   authenticate(user: string, password: Buffer): boolean;
@@ -89,6 +91,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   /** Pieces of a request that has not ended yet. */
   private partial: Buffer[] = [];
   private partialBytes = 0;
+  private pool: SharedPool | null = null;
+  private poolGeneration = -1;
   /** Input not yet processed because the client is stalled. */
   private held: Buffer[] = [];
   private finalReply: Buffer | null = null;
@@ -223,7 +227,14 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   }
 
   private pickShared(): Upstream {
-    const conn = this.host.sharedPool(this.user, this.db, this.resp).pick();
+    // The pool is looked up once per (user, db, protocol) change, not per pipeline.
+    let pool = this.pool;
+    if (pool === null || pool.user !== this.user || pool.db !== this.db || pool.resp !== this.resp || this.poolGeneration !== this.host.poolGeneration) {
+      pool = this.host.sharedPool(this.user, this.db, this.resp);
+      this.pool = pool;
+      this.poolGeneration = this.host.poolGeneration;
+    }
+    const conn = pool.pick();
     this.bound = conn;
     return conn;
   }

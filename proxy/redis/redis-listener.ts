@@ -27,6 +27,7 @@ class RedisListener implements Listener, ClientHost {
   readonly totals: ListenerTotals = { bytesReceived: 0, bytesSent: 0, transactions: 0, queries: 0 };
   readonly limits: RespLimits;
   draining = false;
+  poolGeneration = 0;
 
   private config: RedisListenerConfig;
   private server: Server | undefined;
@@ -95,6 +96,7 @@ class RedisListener implements Listener, ClientHost {
       // New address or credentials: connections open now retire as their replies come in.
       for (const pool of this.shared.values()) pool.retireAll();
       this.shared.clear();
+      this.poolGeneration++;
       for (const pool of this.dedicated.values()) pool.retireAll();
     }
     for (const pool of this.shared.values()) {
@@ -196,7 +198,10 @@ class RedisListener implements Listener, ClientHost {
           this.upstreamReachable = up;
         },
         unused: () => {
-          if (this.shared.get(key) === pool) this.shared.delete(key);
+          if (this.shared.get(key) === pool) {
+            this.shared.delete(key);
+            this.poolGeneration++;
+          }
         },
       });
       this.shared.set(key, pool);

@@ -72,13 +72,31 @@ export class RequestFramer {
   private readonly nameBytes = Buffer.allocUnsafe(NAME_CAPACITY);
   private nameLength = 0;
   private nameTooLong = false;
+  private readonly lastNameBytes = Buffer.allocUnsafe(NAME_CAPACITY);
+  private lastNameLength = -1;
+  private lastName = '';
 
   constructor(public limits: RespLimits) {}
 
   /** Lower-cased command name of the last array request. */
   get name(): string {
     if (this.nameTooLong) return '';
-    return this.nameBytes.toString('latin1', 0, this.nameLength);
+    // Pipelines repeat the same command: reuse the last string instead of allocating one per request.
+    const n = this.nameLength;
+    if (n === this.lastNameLength) {
+      let same = true;
+      for (let i = 0; i < n; i++) {
+        if (this.nameBytes[i] !== this.lastNameBytes[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastName;
+    }
+    this.nameBytes.copy(this.lastNameBytes, 0, 0, n);
+    this.lastNameLength = n;
+    this.lastName = this.nameBytes.toString('latin1', 0, n);
+    return this.lastName;
   }
 
   /** True between frames: no partial request is held. */
