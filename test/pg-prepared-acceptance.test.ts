@@ -1,5 +1,5 @@
-// Issue 7 against a real Postgres through the real listener in transaction mode, with fewer
-// servers than clients: drivers that prepare statements (pgbench -M prepared, postgres.js,
+// Issue 7 against a real Postgres through the real listener in transaction mode (with the tap
+// it installs by default), fewer servers than clients: drivers that prepare statements (pgbench -M prepared, postgres.js,
 // node-postgres named queries, psycopg 3), the prepared-statement edge cases on raw protocol
 // bytes, session-state pinning (temp table, advisory lock, SET search_path), pins in metrics,
 // and LISTEN/NOTIFY.
@@ -8,31 +8,11 @@ import type pg from 'pg';
 import { serialize } from 'pg-protocol';
 import postgres from 'postgres';
 import t from 'tap';
-import { Writable } from 'node:stream';
-import { postgresListenerSchema } from '../config/schema.js';
-import { Metrics } from '../metrics/metrics.js';
-import { createLogger } from '../proxy/log.js';
-import { createPostgresListener } from '../proxy/postgres/postgres-listener.js';
-import { createSessionStateTap } from '../proxy/postgres/session-state-tap.js';
-import { PG_USERS, type PostgresServer, startPostgres } from './harness/postgres-server.js';
-import { freePort } from './harness/tools.js';
-import { connect, execFileAsync, freshDatabase } from './pg-support.js';
+import { PG_USERS, startPostgres } from './harness/postgres-server.js';
+import { connect, execFileAsync, freshDatabase, startListener } from './pg-support.js';
 
 const server = await startPostgres();
 t.teardown(() => server.destroy());
-
-const quiet = new Writable({ write: (_chunk, _enc, done) => done() });
-
-/** The real listener in transaction mode with the issue-7 tap the config asks for. */
-async function startListener(pg: PostgresServer, overrides: Record<string, unknown> = {}) {
-  const port = await freePort();
-  const config = postgresListenerSchema.parse({ name: 'pg', listen: `127.0.0.1:${port}`, server: { host: pg.host, port: pg.port }, ...overrides });
-  const metrics = new Metrics();
-  const log = createLogger(process.env.SLUICE_TEST_LOG ?? 'silent', process.env.SLUICE_TEST_LOG ? undefined : quiet);
-  const listener = createPostgresListener(config, { log, metrics }, createSessionStateTap(config));
-  await listener.start();
-  return { port, metrics, close: async () => listener.close() };
-}
 
 /** A client speaking raw protocol bytes, to put exact message sequences on the wire. */
 class RawClient {

@@ -96,7 +96,13 @@ t.test('the tap pins on session state and renames statements per server', async 
 });
 
 t.test('session mode and disabled features leave traffic alone', async (t) => {
-  t.equal(createSessionStateTap(postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: 'h' }, pool_mode: 'session' })), undefined);
+  const session = createSessionStateTap(postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: 'h' }, pool_mode: 'session' }))!;
+  const inSession = new FakeLink();
+  inSession.mode = 'session';
+  inSession.serverId = 9;
+  const listen = serialize.query('LISTEN x');
+  t.equal(session.fromClient(inSession, listen[0], listen, 0, listen.length, true), false, 'session mode: untouched');
+  t.same(inSession.pins, [], 'and never pinned by the tap (the session is pinned already)');
   t.equal(createSessionStateTap(postgresListenerSchema.parse({ name: 'pg', listen: '127.0.0.1:6432', server: { host: 'h' }, prepared_statements: false, pin_on_session_state: false })), undefined);
   const tap = tapFor({ prepared_statements: false });
   const link = new FakeLink();

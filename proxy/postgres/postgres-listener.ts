@@ -15,14 +15,16 @@ import { type PasswordKnowledge, parsePassword, type ScramSecret, scramSecretFor
 import { ADMIN_DATABASE, ClientSession, type SessionContext } from './client-session.js';
 import { DatabasePool } from './database-pool.js';
 import type { MessageTap } from './message-tap.js';
+import { createSessionStateTap } from './session-state-tap.js';
 import { openServer, type ServerConnection, type UpstreamTarget } from './server-connection.js';
 import { errorResponse } from './wire-messages.js';
 
 /** How often the janitor checks client timeouts; timeouts fire within this much of their setting. */
 const JANITOR_INTERVAL_MS = 100;
 
+/** Without a tap of its own, a listener gets the issue-7 one (prepared statements, session-state pinning) its config asks for. */
 export function createPostgresListener(config: PostgresListenerConfig, deps: ListenerDeps, tap?: MessageTap): Listener {
-  return new PostgresListener(config, deps, tap);
+  return new PostgresListener(config, deps, tap ?? createSessionStateTap(config));
 }
 
 export class PostgresListener implements Listener, SessionContext, AdminControls {

@@ -7,8 +7,9 @@
 //                             └─ server known: rewritten/injected ─► link.toServer
 //                                                answered locally  ─► link.toClient (in order)
 //   serverAssigned ─► the held messages go out, rewritten for that server
-//   server msg ─► fromServer ─► swallowed | written here | left to the pooler (ReadyForQuery,
-//                               CommandComplete, ParameterStatus, COPY, errors: it must see them)
+//   server msg ─► fromServer ─► swallowed | written here (ends of requests the pooler ignores,
+//                               then the replies due after them) | left to the pooler (rows, COPY,
+//                               ReadyForQuery, CommandComplete, ParameterStatus, errors)
 //
 // Rewriting needs to know which server gets the message (what is prepared there), which in
 // transaction mode is decided only when the client acquires one — hence the holding.
@@ -21,8 +22,25 @@ import { BackendCode, byteSet, FrontendCode } from './protocol-codes.js';
 import { firstPinReason } from './session-state.js';
 import { scanParseMessage, scanQueryMessage } from './sql-scan.js';
 
-/** Server messages the pooler itself must see (release rule, parameters, COPY state, error counts). */
-const POOLER_SEES = byteSet(BackendCode.readyForQuery, BackendCode.commandComplete, BackendCode.parameterStatus, BackendCode.copyInResponse, BackendCode.errorResponse);
+/**
+ * Server replies that end a request the pooler does not look at: after them a synthesised reply
+ * may be due, so the tap writes them itself and then the due replies. Every other forwarded
+ * message goes back to the pooler, which forwards it as a slice of what it received (merged
+ * writes for rows and COPY data) and sees what it must (ReadyForQuery, CommandComplete,
+ * ParameterStatus, COPY, errors); replies due after a CommandComplete or ReadyForQuery go out
+ * before the next server message.
+ */
+const TAP_WRITES = byteSet(
+  BackendCode.parseComplete,
+  BackendCode.bindComplete,
+  BackendCode.closeComplete,
+  BackendCode.rowDescription,
+  BackendCode.noData,
+  BackendCode.emptyQueryResponse,
+  BackendCode.portalSuspended,
+);
+/** Client messages with no reply of their own and nothing to rewrite: left to the pooler. */
+const CLIENT_PASS = byteSet(FrontendCode.copyData, FrontendCode.copyDone, FrontendCode.copyFail, FrontendCode.flush);
 
 const PLACEHOLDER = Buffer.alloc(0);
 
@@ -52,6 +70,9 @@ export interface SessionStateOptions {
 export class SessionStateTap implements MessageTap {
   readonly registry = new StatementRegistry();
   private readonly clients = new WeakMap<TapLink, ClientEntry>();
+  // The seam has no "client gone" call: when a session is collected, its statements are released
+  // (the registry drops texts nobody uses any more).
+  private readonly goneClients = new FinalizationRegistry<ClientStatements>((statements) => statements.close());
   /** Per server connection id. */
   private readonly servers = new Map<number, ServerStatements>();
 
@@ -68,6 +89,7 @@ export class SessionStateTap implements MessageTap {
       }
     }
     if (!this.options.preparedStatements) return false;
+    if (CLIENT_PASS[type] === 1 && link.serverId !== undefined && client.held.length === 0) return false;
     if (link.serverId === undefined || client.held.length > 0) {
       if (!last) {
         // the rest of this message would reach the server ahead of the held ones
@@ -95,12 +117,9 @@ export class SessionStateTap implements MessageTap {
       server.replies.drainLocal(sink);
       return true;
     }
-    if (POOLER_SEES[type] === 1) {
-      // the pooler forwards it; replies due after it go out before the next server message
-      return false;
-    }
+    if (TAP_WRITES[type] !== 1 || !last) return false;
     sink.add(buf, start, end);
-    if (last) server.replies.drainLocal(sink);
+    server.replies.drainLocal(sink);
     return true;
   }
 
@@ -137,6 +156,7 @@ export class SessionStateTap implements MessageTap {
         toClient: { add: (b, s, e) => link.toClient(b.subarray(s, e)), addBuffer: (b) => link.toClient(b) },
       };
       this.clients.set(link, entry);
+      this.goneClients.register(link, entry.statements);
     }
     return entry;
   }
@@ -151,9 +171,11 @@ export class SessionStateTap implements MessageTap {
   }
 }
 
-/** The tap for a listener, or undefined when it has nothing to do (session mode, features off). */
+/**
+ * The tap for a listener, or undefined when both features are off. A session-mode listener gets
+ * one too (it steps aside per client in session mode) so a reload to transaction mode finds it.
+ */
 export function createSessionStateTap(config: PostgresListenerConfig): SessionStateTap | undefined {
-  if (config.pool_mode === 'session') return undefined;
   if (!config.prepared_statements && !config.pin_on_session_state) return undefined;
   return new SessionStateTap({
     preparedStatements: config.prepared_statements,
