@@ -182,8 +182,9 @@ t.test('postgres.js (prepare: true by default), 50 concurrent clients over a poo
   );
 });
 
-t.test('node-postgres named queries from 50 concurrent clients over a pool of 3', async (t) => {
-  const sluice = await startListener(server, { pool_size: 3, timeouts: { acquire: '120s' } });
+for (const mode of ['transaction', 'statement'] as const)
+t.test(`node-postgres named queries from 50 concurrent clients over a pool of 3 (${mode} mode)`, async (t) => {
+  const sluice = await startListener(server, { pool_mode: mode, pool_size: 3, timeouts: { acquire: '120s' } });
   t.teardown(() => sluice.close());
   const results = await Promise.all(
     Array.from({ length: 50 }, async (_, i) => {
