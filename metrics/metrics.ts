@@ -1,7 +1,9 @@
 // Sluice's Prometheus metrics: one private registry, every metric defined here (the catalogue
 // metrics/README.md documents). Gauges and hot-path totals are read from listener snapshots at
 // scrape time; rare events (timeouts, errors, auth failures) and histograms are recorded as they
-// happen through the per-pool handles returned by `forPool()`.
+// happen through the per-pool handles returned by `forPool()`. Redis command counts and latencies
+// are per command, so they go into plain-number recorders (`commandFamilies()`) that a scrape
+// reads: no label hashing per command.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from 'prom-client';
 import type { ListenerSnapshot, Protocol } from '../proxy/listener.js';
 
@@ -23,6 +25,38 @@ export interface PoolMetrics {
   timeout(configKey: string): void;
   error(kind: string): void;
   pin(reason: string): void;
+}
+
+/** What prom-client's Registry reads from a metric at scrape time (its `get()` result). */
+interface CollectedHistogram {
+  name: string;
+  help: string;
+  type: 'histogram';
+  aggregator: 'sum';
+  values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }>;
+}
+
+/**
+ * One (protocol, pool, family)'s command count and latency histogram as plain numbers: the hot
+ * path adds to them, a scrape reads them. Buckets are per bound here (not cumulative).
+ */
+export class CommandFamilyRecorder {
+  count = 0;
+  sumSeconds = 0;
+  readonly bucketCounts = new Float64Array(LATENCY_BUCKETS_SECONDS.length);
+  /** Count already added to sluice_commands_total. */
+  exported = 0;
+
+  constructor(readonly labels: Readonly<{ protocol: string; pool: string; family: string }>) {}
+
+  observe(seconds: number): void {
+    this.count++;
+    this.sumSeconds += seconds;
+    const bounds = LATENCY_BUCKETS_SECONDS;
+    let i = 0;
+    while (i < bounds.length && seconds > bounds[i]) i++;
+    if (i < bounds.length) this.bucketCounts[i]++;
+  }
 }
 
 /** Handles bound to one listener's labels. */
@@ -67,17 +101,27 @@ export class Metrics {
   private readonly waitSeconds = new Histogram({ name: 'sluice_pool_wait_seconds', help: 'Time clients waited for a server connection.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
   private readonly transactionSeconds = new Histogram({ name: 'sluice_transaction_duration_seconds', help: 'Postgres transaction duration, first query to ReadyForQuery idle.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
   private readonly querySeconds = new Histogram({ name: 'sluice_query_duration_seconds', help: 'Postgres query duration, request to its completion.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
-  private readonly commandSeconds = new Histogram({ name: 'sluice_command_duration_seconds', help: 'Redis command latency, request to reply.', labelNames: [...LISTENER_LABELS, 'family'], buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
+  /** Keyed protocol/pool/family; kept across reloads, so a replaced listener's series go on counting. */
+  private readonly commandRecorders = new Map<string, CommandFamilyRecorder>();
+  private readonly commandSeconds = {
+    name: 'sluice_command_duration_seconds',
+    help: 'Redis command latency, request to reply.',
+    type: 'histogram',
+    aggregator: 'sum',
+    get: (): CollectedHistogram => this.commandHistogram(),
+  };
 
   constructor(options: { processMetrics?: boolean } = {}) {
     for (const metric of [
       this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp,
       this.bytesReceived, this.bytesSent, this.transactions, this.queries, this.accepted, this.refused, this.serverOpened,
       this.serverClosed, this.timeouts, this.errors, this.authFailures, this.cancels, this.pins, this.commands, this.reloads,
-      this.waitSeconds, this.transactionSeconds, this.querySeconds, this.commandSeconds,
+      this.waitSeconds, this.transactionSeconds, this.querySeconds,
     ] as Metric[]) {
       this.registry.registerMetric(metric);
     }
+    // Not a prom-client Histogram: its children hash their labels on every observe.
+    this.registry.registerMetric(this.commandSeconds as unknown as Metric);
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'sluice_' });
   }
 
@@ -104,6 +148,14 @@ export class Metrics {
     };
   }
 
+  /**
+   * Command recorders of one listener, one per family in the order given, made once and cached:
+   * the caller indexes the array by family number on the hot path.
+   */
+  commandFamilies(protocol: Protocol, pool: string, families: readonly string[]): CommandFamilyRecorder[] {
+    return families.map((family) => this.commandRecorder(protocol, pool, family));
+  }
+
   forListener(protocol: Protocol, pool: string): ListenerMetrics {
     const labels = { protocol, pool };
     return {
@@ -113,10 +165,7 @@ export class Metrics {
       cancel: (result) => this.cancels.inc({ ...labels, result }),
       timeout: (configKey) => this.timeouts.inc({ ...labels, config_key: configKey }),
       error: (kind) => this.errors.inc({ ...labels, kind }),
-      command: (family, seconds) => {
-        this.commands.inc({ ...labels, family });
-        this.commandSeconds.observe({ ...labels, family }, seconds);
-      },
+      command: (family, seconds) => this.commandRecorder(protocol, pool, family).observe(seconds),
     };
   }
 
@@ -134,6 +183,34 @@ export class Metrics {
     return this.sources.flatMap((source) => source());
   }
 
+  private commandRecorder(protocol: Protocol, pool: string, family: string): CommandFamilyRecorder {
+    const key = `${protocol}/${pool}/${family}`;
+    let recorder = this.commandRecorders.get(key);
+    if (recorder === undefined) {
+      recorder = new CommandFamilyRecorder({ protocol, pool, family });
+      this.commandRecorders.set(key, recorder);
+    }
+    return recorder;
+  }
+
+  /** sluice_command_duration_seconds in prom-client's histogram shape, from the recorders; families never used are left out. */
+  private commandHistogram(): CollectedHistogram {
+    const values: CollectedHistogram['values'] = [];
+    const name = this.commandSeconds.name;
+    for (const recorder of this.commandRecorders.values()) {
+      if (recorder.count === 0) continue;
+      let cumulative = 0;
+      for (const [i, le] of LATENCY_BUCKETS_SECONDS.entries()) {
+        cumulative += recorder.bucketCounts[i];
+        values.push({ metricName: `${name}_bucket`, labels: { ...recorder.labels, le }, value: cumulative });
+      }
+      values.push({ metricName: `${name}_bucket`, labels: { ...recorder.labels, le: '+Inf' }, value: recorder.count });
+      values.push({ metricName: `${name}_sum`, labels: recorder.labels, value: recorder.sumSeconds });
+      values.push({ metricName: `${name}_count`, labels: recorder.labels, value: recorder.count });
+    }
+    return { name, help: this.commandSeconds.help, type: 'histogram', aggregator: 'sum', values };
+  }
+
   private addTotal(counter: Counter, key: string, labels: Record<string, string>, value: number): void {
     const last = this.lastTotals.get(key) ?? 0;
     // A listener replaced by a reload starts again from 0: count its whole new total.
@@ -145,6 +222,10 @@ export class Metrics {
   private refresh(): void {
     for (const gauge of [this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp]) {
       gauge.reset();
+    }
+    for (const recorder of this.commandRecorders.values()) {
+      if (recorder.count > recorder.exported) this.commands.inc(recorder.labels, recorder.count - recorder.exported);
+      recorder.exported = recorder.count;
     }
     for (const snap of this.snapshots()) {
       const ll = { protocol: snap.protocol, pool: snap.name };

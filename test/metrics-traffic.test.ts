@@ -1,7 +1,8 @@
 // Metric values after known traffic through the real sluice binary and a real Postgres and
 // Redis (issue 5's acceptance): 20 clients on a pool of 5 are seen waiting, a forced acquire
 // timeout is counted under its config key, histogram counts equal the transactions and queries
-// run, and promtool accepts the scrape with every real label set present.
+// run, Redis commands are counted by family, and promtool accepts
+// the scrape with every real label set present.
 import { spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -146,6 +147,51 @@ t.test('Redis pool gauges and connection counters after known traffic', async (t
   t.ok(value(m, 'sluice_server_connections', pool) <= 2, 'no more shared upstream connections than pool_size');
   t.ok(value(m, 'sluice_client_received_bytes_total', pool) > 0 && value(m, 'sluice_client_sent_bytes_total', pool) > 0, 'bytes both ways are counted');
   t.equal(value(m, 'sluice_upstream_up', pool), 1, 'the upstream is up');
+});
+
+t.test('Redis commands are counted by family with one latency observation each', async (t) => {
+  const { sluice, redisPort } = await startWith('pool_size: 2');
+  t.teardown(() => sluice.stop());
+  const redis = new Redis({ host: '127.0.0.1', port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0 });
+  t.teardown(() => redis.disconnect());
+  await redis.connect();
+  // What the client sent at connect (ioredis's INFO ready check) is counted before this baseline.
+  const before = await scrape(sluice);
+  const pool = { protocol: 'redis', pool: 'cache' };
+  const commands = (m: Map<string, MetricFamily>, family: string) => value(m, 'sluice_commands_total', { ...pool, family });
+  const observations = (m: Map<string, MetricFamily>, family: string) => value(m, 'sluice_command_duration_seconds', { ...pool, family }, 'sluice_command_duration_seconds_count');
+  const SETS = 25;
+  const pipeline = redis.pipeline();
+  for (let i = 0; i < SETS; i++) pipeline.set(`metrics-traffic:family:${i}`, String(i));
+  const results = await pipeline.exec();
+  t.equal(results?.filter(([err]) => err === null).length, SETS, 'the pipelined SETs all succeeded');
+  await redis.hset('metrics-traffic:hash', 'field', 'value');
+  await redis.set('metrics-traffic:wrongtype', 'a string');
+  const wrongType = await redis.lpush('metrics-traffic:wrongtype', 'x').then(
+    () => undefined,
+    (err: Error) => err,
+  );
+  t.match(wrongType?.message, /^WRONGTYPE/, 'LPUSH on a string gets -WRONGTYPE through sluice');
+  const custom = await redis.eval("return redis.error_reply('CUSTOMCODE made up by a script')", 0).then(
+    () => undefined,
+    (err: Error) => err,
+  );
+  t.match(custom?.message, /^CUSTOMCODE/, 'a script error with a made-up prefix passes through');
+  // Answered by sluice itself: SELECT never reaches a shared connection.
+  const local = await redis.call('SELECT', 'not-a-number').then(
+    () => undefined,
+    (err: Error) => err,
+  );
+  t.match(local?.message, /^ERR value is not an integer/, 'SELECT of a non-number is refused by sluice');
+  const after = await scrape(sluice);
+  const delta = (read: (m: Map<string, MetricFamily>, label: string) => number, label: string) => read(after, label) - read(before, label);
+  t.equal(delta(commands, 'string'), SETS + 1, `${SETS} pipelined SETs and one more count under family="string"`);
+  t.equal(delta(observations, 'string'), SETS + 1, 'and each has one latency observation');
+  t.ok(value(after, 'sluice_command_duration_seconds', { ...pool, family: 'string' }, 'sluice_command_duration_seconds_sum') > 0, 'latencies add up to more than nothing');
+  t.equal(delta(commands, 'hash'), 1, 'HSET counts under family="hash"');
+  t.equal(delta(commands, 'list'), 1, 'the failed LPUSH was still answered: family="list"');
+  t.equal(delta(commands, 'scripting'), 1, 'EVAL counts under family="scripting"');
+  t.equal(delta(observations, 'list'), 1, 'one latency observation for the LPUSH');
 });
 
 t.test('promtool check metrics is clean on a scrape after real Postgres and Redis traffic', async (t) => {

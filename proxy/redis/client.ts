@@ -18,6 +18,7 @@ import type { ListenerTotals } from '../listener.js';
 import type { Pool, Waiter } from '../pool/pool.js';
 import type { SluiceError } from '../errors.js';
 import { classify, FORWARDED_CLIENT_SUBCOMMANDS, REFUSED_CLIENT_SUBCOMMANDS } from './command-table.js';
+import { commandFamily } from './metric-labels.js';
 import { RequestFramer, type RequestKind, type RespLimits } from './resp-framer.js';
 import { bulkReply, encodeRequest, encodeValue, errorReply, integerReply, requestArgs, RespMap, RespPush, type RespVersion, simpleReply } from './resp-values.js';
 import type { SharedPool } from './shared-pool.js';
@@ -102,6 +103,10 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   /** Draining: new requests get SHUTTING_DOWN instead of being dropped. */
   private refusing = false;
   private pendingRefusals = 0;
+  /** Command family of the request being routed (metric-labels.ts), and a one-entry cache of the lookup. */
+  private family = -1;
+  private familyName = '';
+  private familyIndex = -1;
   private readonly settleBound = () => this.settle();
 
   constructor(
@@ -201,7 +206,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
           runTarget = target;
           runStart = pos;
         }
-        target.expect(this, 'reply');
+        target.expect(this, 'reply', this.familyOf(framer.name));
         this.outstanding++;
         pos = end;
         continue;
@@ -251,6 +256,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       raw = [encodeRequest(args)];
     }
     const cls = classify(name);
+    this.family = this.familyOf(name);
     const argv = (): Buffer[] => {
       if (args === null) args = requestArgs(raw.length === 1 ? raw[0] : Buffer.concat(raw));
       return args;
@@ -324,7 +330,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
 
   private send(target: Upstream, raw: Buffer[], kind: EntryKind): void {
     this.outstanding++;
-    target.expect(this, kind);
+    target.expect(this, kind, this.family);
     for (const piece of raw) target.write(piece);
   }
 
@@ -349,6 +355,15 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     if (this.outstanding > 0) return this.stall(raw, kind, name, 'replies');
     this.reply(reply);
     return true;
+  }
+
+  /** Pipelines repeat one command: the family lookup runs once per change of name, not per request. */
+  private familyOf(name: string): number {
+    if (name !== this.familyName) {
+      this.familyName = name;
+      this.familyIndex = commandFamily(name);
+    }
+    return this.familyIndex;
   }
 
   private reply(buf: Buffer): void {

@@ -8,10 +8,11 @@ import type { SluiceError } from '../errors.js';
 import { bindServer, type Listener, type ListenerDeps, type ListenerSnapshot, type ListenerTotals, type PoolSnapshot, type ReloadOutcome } from '../listener.js';
 import { type CloseReason, Pool } from '../pool/pool.js';
 import { type ClientHost, RedisClient, sameSecret } from './client.js';
+import { COMMAND_FAMILIES } from './metric-labels.js';
 import type { RespLimits } from './resp-framer.js';
 import type { RespVersion } from './resp-values.js';
 import { SharedPool, type SharedPoolOptions } from './shared-pool.js';
-import { type ServerInfo, Upstream } from './upstream.js';
+import { type ServerInfo, Upstream, type UpstreamMetrics } from './upstream.js';
 
 const TOO_MANY_CLIENTS = Buffer.from('-ERR max number of clients reached\r\n');
 /** Dedicated connections idle this long close (they are opened on demand, again later if needed). */
@@ -40,6 +41,8 @@ class RedisListener implements Listener, ClientHost {
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly metrics: ListenerMetrics;
   private readonly poolMetricHandles = new Map<string, PoolMetrics>();
+  /** What every upstream connection of this listener reports replies to. */
+  private readonly upstreamMetrics: UpstreamMetrics;
 
   constructor(
     config: RedisListenerConfig,
@@ -49,6 +52,9 @@ class RedisListener implements Listener, ClientHost {
     this.name = config.name;
     this.limits = limitsOf(config);
     this.metrics = deps.metrics.forListener('redis', config.name);
+    this.upstreamMetrics = {
+      commands: deps.metrics.commandFamilies('redis', config.name, COMMAND_FAMILIES),
+    };
   }
 
   get defaultDb(): number {
@@ -328,6 +334,7 @@ class RedisListener implements Listener, ClientHost {
       connectTimeoutMs: timeouts.connect,
       commandTimeoutMs: timeouts.command,
       maxBulkBytes: limits.max_bulk_bytes,
+      metrics: this.upstreamMetrics,
     };
   }
 

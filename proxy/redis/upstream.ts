@@ -6,11 +6,13 @@
 //
 //     owners   [ c1 | c1 | c7 | null | c2 | … ]   null = reply read and dropped (setup command)
 //     kinds    [ reply | reply | blocking | …  ]
-//     sentAtMs [ t0 | t0 | t1 | … ]               only read by the command-timeout check
+//     families [ 0 | 0 | 8 | -1 | 2 | … ]         command family (metric-labels.ts); -1 = not counted
+//     sentAtMs [ t0 | t0 | t1 | … ]               performance.now() when queued: command timeout and latency
 //               ^head                         ^tail (array length)
 //
 // Replies are framed and handed on as slices of the read buffer; consecutive replies for the
 // same client in one read become one slice. A reply bigger than a read is passed on as it comes.
+// Each reply's arrival feeds its family's command count and latency (plain numbers, no labels).
 import { createConnection, type Socket } from 'node:net';
 import { ConnectError, type SluiceError, TimeoutError, UpstreamLostError } from '../errors.js';
 import type { PooledConnection, ServerState } from '../pool/pool.js';
@@ -46,6 +48,13 @@ export interface UpstreamOptions {
   maxBulkBytes: number;
   /** Back-off before connecting (after failed attempts). */
   delayMs: number;
+  metrics: UpstreamMetrics;
+}
+
+/** Where a connection reports the replies it passes on. */
+export interface UpstreamMetrics {
+  /** Latency recorders indexed by command family (metric-labels.ts `COMMAND_FAMILIES`). */
+  readonly commands: ReadonlyArray<{ observe(seconds: number): void }>;
 }
 
 export interface UpstreamEvents {
@@ -85,6 +94,7 @@ export class Upstream implements PooledConnection {
   private framer: ReplyFramer;
   private owners: Array<ReplyTarget | null> = [];
   private kinds: EntryKind[] = [];
+  private families: number[] = [];
   private sentAtMs: number[] = [];
   private head = 0;
   private blockingInFlight = 0;
@@ -138,8 +148,11 @@ export class Upstream implements PooledConnection {
     else this.readyWaiters.push(callback);
   }
 
-  /** Registers that a request was queued whose reply goes to `owner` (null: read and drop). */
-  expect(owner: ReplyTarget | null, kind: EntryKind): void {
+  /**
+   * Registers that a request was queued whose reply goes to `owner` (null: read and drop);
+   * `family` is the command family its reply is counted under (-1: not counted).
+   */
+  expect(owner: ReplyTarget | null, kind: EntryKind, family = -1): void {
     // In pub/sub mode all the server sends is the owner's, in its order: nothing to match.
     if (this.passthrough) return;
     if (this.state === 'closed' || this.state === 'quitting') {
@@ -149,11 +162,10 @@ export class Upstream implements PooledConnection {
     }
     this.owners.push(owner);
     this.kinds.push(kind);
+    this.families.push(family);
+    this.sentAtMs.push(performance.now());
     if (kind === 'blocking') this.blockingInFlight++;
-    if (this.options.commandTimeoutMs > 0) {
-      this.sentAtMs.push(Date.now());
-      if (this.commandTimer === undefined) this.armCommandTimer();
-    }
+    if (this.options.commandTimeoutMs > 0 && this.commandTimer === undefined) this.armCommandTimer();
   }
 
   /** Queues request bytes; they go out in one write at the end of this event-loop turn. */
@@ -314,6 +326,8 @@ export class Upstream implements PooledConnection {
     }
     const framer = this.framer;
     const len = chunk.length;
+    // One clock read per read: replies that arrive together are timed together.
+    const now = performance.now();
     let pos = 0;
     let runTarget: ReplyTarget | null = null;
     let runStart = 0;
@@ -333,6 +347,7 @@ export class Upstream implements PooledConnection {
       if (fresh && this.head < this.owners.length && this.kinds[this.head] === 'subscribe') {
         // From here on the connection is in pub/sub mode and belongs to its owner alone.
         if (runTarget !== null) runTarget.receive(chunk, runStart, pos, runReplies);
+        this.observe(this.head, now);
         this.enterPassthrough();
         this.owner?.receive(chunk, pos, len, 0);
         return;
@@ -354,7 +369,10 @@ export class Upstream implements PooledConnection {
         target?.receivePartial(chunk, pos, len);
         return;
       }
-      if (isReply) this.pop();
+      if (isReply) {
+        this.observe(this.head, now);
+        this.pop();
+      }
       if (target !== runTarget) {
         if (runTarget !== null) runTarget.receive(chunk, runStart, pos, runReplies);
         runTarget = target;
@@ -372,9 +390,16 @@ export class Upstream implements PooledConnection {
     this.passthrough = true;
     this.owners = [];
     this.kinds = [];
+    this.families = [];
     this.sentAtMs = [];
     this.head = 0;
     this.blockingInFlight = 0;
+  }
+
+  /** Counts FIFO entry `i`'s reply under its family, with its latency. */
+  private observe(i: number, now: number): void {
+    const family = this.families[i];
+    if (family >= 0) this.options.metrics.commands[family].observe((now - this.sentAtMs[i]) / 1000);
   }
 
   private pop(): void {
@@ -385,11 +410,13 @@ export class Upstream implements PooledConnection {
     if (this.head === this.owners.length) {
       this.owners.length = 0;
       this.kinds.length = 0;
+      this.families.length = 0;
       this.sentAtMs.length = 0;
       this.head = 0;
     } else if (this.head > 4096 && this.head * 2 > this.owners.length) {
       this.owners = this.owners.slice(this.head);
       this.kinds = this.kinds.slice(this.head);
+      this.families = this.families.slice(this.head);
       this.sentAtMs = this.sentAtMs.slice(this.head);
       this.head = 0;
     }
@@ -402,7 +429,7 @@ export class Upstream implements PooledConnection {
       this.commandTimer = undefined;
       return;
     }
-    this.commandTimer = setTimeout(() => this.checkCommandTimeout(), Math.max(1, oldest + timeoutMs - Date.now()));
+    this.commandTimer = setTimeout(() => this.checkCommandTimeout(), Math.max(1, oldest + timeoutMs - performance.now()));
     this.commandTimer.unref();
   }
 
@@ -413,7 +440,7 @@ export class Upstream implements PooledConnection {
     const oldest = this.sentAtMs[this.head];
     if (oldest === undefined) return;
     // A blocking command waits as long as its own timeout argument says.
-    if (this.blockingInFlight === 0 && Date.now() - oldest >= timeoutMs) {
+    if (this.blockingInFlight === 0 && performance.now() - oldest >= timeoutMs) {
       this.fail(new TimeoutError('timeouts.command', timeoutMs, 'no reply from upstream'));
       return;
     }
@@ -439,6 +466,7 @@ export class Upstream implements PooledConnection {
     const head = this.head;
     this.owners = [];
     this.kinds = [];
+    this.families = [];
     this.sentAtMs = [];
     this.head = 0;
     this.out = [];
