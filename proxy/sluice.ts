@@ -18,7 +18,9 @@ import { createRedisListener } from './redis/redis-listener.js';
 export function configRows(config: Config): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   const walk = (node: unknown, path: string) => {
-    if (Array.isArray(node)) node.forEach((item, i) => walk(item, `${path}[${i}]`));
+    if (Array.isArray(node)) node.forEach((item, i) => {
+      walk(item, `${path}[${i}]`);
+    });
     else if (node !== null && typeof node === 'object') {
       for (const [key, value] of Object.entries(node)) {
         if (key === 'password' || key === 'users') continue;
