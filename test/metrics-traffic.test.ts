@@ -1,7 +1,7 @@
 // Metric values after known traffic through the real sluice binary and a real Postgres and
 // Redis (issue 5's acceptance): 20 clients on a pool of 5 are seen waiting, a forced acquire
 // timeout is counted under its config key, histogram counts equal the transactions and queries
-// run, Redis commands are counted by family, and promtool accepts
+// run, Redis commands and error replies are counted by family and prefix, and promtool accepts
 // the scrape with every real label set present.
 import { spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
@@ -149,7 +149,7 @@ t.test('Redis pool gauges and connection counters after known traffic', async (t
   t.equal(value(m, 'sluice_upstream_up', pool), 1, 'the upstream is up');
 });
 
-t.test('Redis commands are counted by family with one latency observation each', async (t) => {
+t.test('Redis commands are counted by family with one latency observation each; error replies by prefix, unknown prefixes as other', async (t) => {
   const { sluice, redisPort } = await startWith('pool_size: 2');
   t.teardown(() => sluice.stop());
   const redis = new Redis({ host: '127.0.0.1', port: redisPort, lazyConnect: true, maxRetriesPerRequest: 0 });
@@ -160,6 +160,7 @@ t.test('Redis commands are counted by family with one latency observation each',
   const pool = { protocol: 'redis', pool: 'cache' };
   const commands = (m: Map<string, MetricFamily>, family: string) => value(m, 'sluice_commands_total', { ...pool, family });
   const observations = (m: Map<string, MetricFamily>, family: string) => value(m, 'sluice_command_duration_seconds', { ...pool, family }, 'sluice_command_duration_seconds_count');
+  const errors = (m: Map<string, MetricFamily>, kind: string) => value(m, 'sluice_errors_total', { ...pool, kind });
   const SETS = 25;
   const pipeline = redis.pipeline();
   for (let i = 0; i < SETS; i++) pipeline.set(`metrics-traffic:family:${i}`, String(i));
@@ -192,6 +193,10 @@ t.test('Redis commands are counted by family with one latency observation each',
   t.equal(delta(commands, 'list'), 1, 'the failed LPUSH was still answered: family="list"');
   t.equal(delta(commands, 'scripting'), 1, 'EVAL counts under family="scripting"');
   t.equal(delta(observations, 'list'), 1, 'one latency observation for the LPUSH');
+  t.equal(delta(errors, 'WRONGTYPE'), 1, 'the -WRONGTYPE reply is counted under kind="WRONGTYPE"');
+  t.equal(delta(errors, 'other'), 1, 'an unknown prefix is counted under kind="other", never as its own label');
+  t.equal(delta(errors, 'ERR'), 1, 'the -ERR sluice answered itself is counted under kind="ERR"');
+  t.notOk((after.get('sluice_errors_total')?.samples ?? []).some((s) => s.labels.kind === 'CUSTOMCODE'), 'no series for the made-up prefix');
 });
 
 t.test('promtool check metrics is clean on a scrape after real Postgres and Redis traffic', async (t) => {

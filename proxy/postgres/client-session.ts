@@ -202,7 +202,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   }
 
   onFrameError(err: ProtocolError): void {
-    this.ctx.metrics.error('08P01');
+    this.ctx.metrics.error('08');
     this.ctx.log.info({ client: this.id, err: err.message }, 'protocol violation from client');
     this.fatal('08P01', err.message);
   }

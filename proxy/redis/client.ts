@@ -18,7 +18,7 @@ import type { ListenerTotals } from '../listener.js';
 import type { Pool, Waiter } from '../pool/pool.js';
 import type { SluiceError } from '../errors.js';
 import { classify, FORWARDED_CLIENT_SUBCOMMANDS, REFUSED_CLIENT_SUBCOMMANDS } from './command-table.js';
-import { commandFamily } from './metric-labels.js';
+import { commandFamily, errorKind } from './metric-labels.js';
 import { RequestFramer, type RequestKind, type RespLimits } from './resp-framer.js';
 import { bulkReply, encodeRequest, encodeValue, errorReply, integerReply, requestArgs, RespMap, RespPush, type RespVersion, simpleReply } from './resp-values.js';
 import type { SharedPool } from './shared-pool.js';
@@ -47,6 +47,8 @@ export interface ClientHost {
   clients(): Iterable<RedisClient>;
   removed(client: RedisClient): void;
   authFailed(): void;
+  /** sluice answered an error of this kind (its prefix, or `other`). */
+  errorReplied(kind: string): void;
   pinned(user: string, db: number, reason: string): void;
 }
 
@@ -367,6 +369,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   }
 
   private reply(buf: Buffer): void {
+    const kind = errorKind(buf, 0, buf.length);
+    if (kind !== null) this.host.errorReplied(kind);
     this.host.totals.queries++;
     this.host.totals.bytesSent += buf.length;
     this.socket.write(buf);

@@ -1,6 +1,7 @@
 // The bounded label values the Redis listener reports: the family a command counts under
-// (sluice_commands_total, sluice_command_duration_seconds). A small fixed set: a command Redis
-// adds later, or a module's, lands in `other` and can never create a series of its own.
+// (sluice_commands_total, sluice_command_duration_seconds) and the prefix an error reply counts
+// under (sluice_errors_total). Both are small fixed sets: a command or error Redis adds later, or
+// a module's, lands in `other` and can never create a series of its own.
 
 /** Families in label order; a command's family is its index here (the FIFO stores the number). */
 export const COMMAND_FAMILIES = [
@@ -56,4 +57,58 @@ for (const [i, family] of COMMAND_FAMILIES.entries()) {
 /** The family index of a lower-cased command name; `other` for anything not listed. */
 export function commandFamily(name: string): number {
   return FAMILY_OF.get(name) ?? OTHER;
+}
+
+/**
+ * Error prefixes counted by name; any other prefix counts as `other`. The server's own (Redis 7/8
+ * `-<CODE> message`), plus those sluice answers itself (NOAUTH, WRONGPASS, NOPROTO).
+ */
+export const ERROR_KINDS = new Set([
+  'ERR',
+  'WRONGTYPE',
+  'NOAUTH',
+  'WRONGPASS',
+  'NOPERM',
+  'NOPROTO',
+  'NOSCRIPT',
+  'BUSY',
+  'BUSYKEY',
+  'BUSYGROUP',
+  'LOADING',
+  'MOVED',
+  'ASK',
+  'TRYAGAIN',
+  'CROSSSLOT',
+  'CLUSTERDOWN',
+  'MASTERDOWN',
+  'READONLY',
+  'OOM',
+  'EXECABORT',
+  'NOREPLICAS',
+  'MISCONF',
+  'NOGROUP',
+  'UNBLOCKED',
+  'UNKILLABLE',
+  'NOTBUSY',
+]);
+
+const MINUS = 0x2d;
+const SPACE = 0x20;
+const CR = 0x0d;
+/** No known prefix is longer; a longer word is `other` without being read. */
+const MAX_PREFIX_BYTES = 12;
+
+/**
+ * The `sluice_errors_total` kind of the reply starting at buf[start] when it is a simple error
+ * (`-PREFIX message\r\n`), else null. Reads at most a dozen bytes; a word cut off by the end of
+ * the buffer counts as `other`.
+ */
+export function errorKind(buf: Buffer, start: number, end: number): string | null {
+  if (buf[start] !== MINUS) return null;
+  const limit = Math.min(end, start + 1 + MAX_PREFIX_BYTES + 1);
+  let i = start + 1;
+  while (i < limit && buf[i] !== SPACE && buf[i] !== CR) i++;
+  if (i === limit || i === start + 1) return 'other';
+  const word = buf.toString('latin1', start + 1, i);
+  return ERROR_KINDS.has(word) ? word : 'other';
 }

@@ -54,6 +54,7 @@ class RedisListener implements Listener, ClientHost {
     this.metrics = deps.metrics.forListener('redis', config.name);
     this.upstreamMetrics = {
       commands: deps.metrics.commandFamilies('redis', config.name, COMMAND_FAMILIES),
+      errorReply: (kind) => this.metrics.error(kind),
     };
   }
 
@@ -262,6 +263,10 @@ class RedisListener implements Listener, ClientHost {
     this.metrics.authFailed();
   }
 
+  errorReplied(kind: string): void {
+    this.metrics.error(kind);
+  }
+
   pinned(user: string, db: number, reason: string): void {
     this.poolMetrics(user, db).pin(reason);
   }
@@ -286,6 +291,7 @@ class RedisListener implements Listener, ClientHost {
     }
     if (this.clientSet.size >= this.config.max_client_connections) {
       this.metrics.refused('max_clients');
+      this.metrics.error('ERR');
       socket.on('error', () => socket.destroy());
       socket.end(TOO_MANY_CLIENTS);
       return;

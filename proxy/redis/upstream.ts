@@ -12,10 +12,12 @@
 //
 // Replies are framed and handed on as slices of the read buffer; consecutive replies for the
 // same client in one read become one slice. A reply bigger than a read is passed on as it comes.
-// Each reply's arrival feeds its family's command count and latency (plain numbers, no labels).
+// Each reply's arrival feeds its family's command count and latency (plain numbers, no labels),
+// and a reply starting with '-' is counted by its error prefix.
 import { createConnection, type Socket } from 'node:net';
 import { ConnectError, type SluiceError, TimeoutError, UpstreamLostError } from '../errors.js';
 import type { PooledConnection, ServerState } from '../pool/pool.js';
+import { errorKind } from './metric-labels.js';
 import { REPLY_BYTE, ReplyFramer } from './resp-framer.js';
 import { encodeRequest, parseReply, RespError, RespMap, type RespValue, type RespVersion } from './resp-values.js';
 
@@ -55,6 +57,8 @@ export interface UpstreamOptions {
 export interface UpstreamMetrics {
   /** Latency recorders indexed by command family (metric-labels.ts `COMMAND_FAMILIES`). */
   readonly commands: ReadonlyArray<{ observe(seconds: number): void }>;
+  /** An error reply went to a client; `kind` is its prefix or `other`. */
+  errorReply(kind: string): void;
 }
 
 export interface UpstreamEvents {
@@ -363,6 +367,10 @@ export class Upstream implements PooledConnection {
         }
         target = this.owners[this.head];
         isReply = true;
+      }
+      if (fresh && framer.topType === REPLY_BYTE.error && target !== null) {
+        const kind = errorKind(chunk, pos, len);
+        if (kind !== null) this.options.metrics.errorReply(kind);
       }
       if (end < 0) {
         if (runTarget !== null) runTarget.receive(chunk, runStart, pos, runReplies);
