@@ -375,7 +375,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   /** The admin console: no pool, no server; only users in admin_users. */
   private startAdmin(admin: AdminContext): void {
     if (!this.ctx.config.admin_users.includes(this.user)) {
-      this.fatal('42501', `sluice: user "${this.user}" is not in admin_users`);
+      this.fatal('28000', `sluice: user "${this.user}" is not in admin_users`);
       return;
     }
     this.ctx.loggedIn(this);
