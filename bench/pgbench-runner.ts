@@ -34,7 +34,7 @@ export interface RunOutcome {
 function firstErrorLine(text: string): string {
   const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
   const hit = lines.find((l) => /error|fatal|abort|failed|could not|refused|closed|terminat/i.test(l)) ?? lines[0] ?? 'unknown error';
-  return hit.replace(/^pgbench: /, '').slice(0, 200);
+  return hit.replace(/^pgbench: /, '').replace(/^error: /, '').slice(0, 200);
 }
 
 /** Latencies (µs) from every pgbench_log file under dir; column 3 is the transaction's latency. */

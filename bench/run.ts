@@ -46,6 +46,8 @@ class TargetSlot {
   ) {}
 
   async ensure(): Promise<{ target: Target; note?: string }> {
+    // After a signal, cleanup is stopping targets: starting or restarting one would orphan it.
+    if (stopping) throw new Error('stopping');
     if (!this.current) {
       this.current = await startOrSkip(this.name, this.role, this.start);
       if (this.current.skipped) log(`${this.name}: skipped: ${this.current.skipped}`);
@@ -69,6 +71,7 @@ class TargetSlot {
 
 /** Everything started, so a signal or a crash still stops it all by PID. */
 const cleanups: Array<() => Promise<void>> = [];
+let stopping = false;
 async function cleanupAll(): Promise<void> {
   while (cleanups.length > 0) {
     const cleanup = cleanups.pop() as () => Promise<void>;
@@ -311,6 +314,7 @@ async function main(): Promise<void> {
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
+    stopping = true;
     log(`${signal}: stopping everything started`);
     cleanupAll().finally(() => process.exit(130));
   });

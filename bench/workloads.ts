@@ -29,7 +29,14 @@ export interface Plan {
 
 const NO_BACKENDS = 'one Postgres backend per client (max_connections 600): not a pooler';
 
-function pgbench(script: PgbenchSpec['script'], clients: number, transactions: number, extra: Partial<PgbenchSpec> = {}): Workload {
+/**
+ * The pipe relay forks one backend per client like direct does, which on a loaded 2-core
+ * machine costs ~20 s per round at 256 clients; it is measured where it tells something
+ * (select-only at 16/64, extended, churn), not on every workload, to keep the suite in budget.
+ */
+const FLOOR_SKIPPED = 'left out to keep the full suite near 15 minutes: the relay opens a backend per client like direct; see pg-select-c16/c64 for the floor';
+
+function pgbench(script: PgbenchSpec['script'], clients: number, transactions: number, extra: Partial<PgbenchSpec> = {}, floorless = false): Workload {
   const spec: PgbenchSpec = { script, protocol: 'simple', clients, connectPerTransaction: false, transactions, ...extra };
   const variant = spec.connectPerTransaction ? '-connect' : spec.protocol === 'simple' ? '' : `-${spec.protocol}`;
   const id = `pg-${script}${variant}-c${clients}`;
@@ -38,11 +45,13 @@ function pgbench(script: PgbenchSpec['script'], clients: number, transactions: n
   const workload: Workload = { kind: 'pgbench', id, title: `${what}, ${clients} clients, ${spec.protocol} protocol (-M ${spec.protocol})${how}, ${Math.ceil(transactions / clients)} transactions per client`, spec };
   if (spec.protocol === 'prepared') {
     workload.note =
-      'PgBouncer 1.18 in transaction mode does not track protocol-level prepared statements: a statement prepared on one server connection is missing on the next ("prepared statement ... does not exist"), so its row is expected to fail.';
+      'PgBouncer 1.18 in transaction mode does not track protocol-level prepared statements: pgbench names its statements P_0, P_1… per connection, so on a shared server connection one client’s Parse of "P_0" meets another’s ("prepared statement “P_0” already exists"), or a Bind lands where it was never parsed ("does not exist"); its row is expected to fail (PgBouncer 1.21+ has max_prepared_statements; Debian 12 ships 1.18).';
   }
   if (clients > 256) {
     workload.exclude = { direct: NO_BACKENDS, 'pipe-relay': NO_BACKENDS };
     workload.note = 'Latency spread: issue 8 asks for p99 ≤ 3 × p50 at 2 000 active clients.';
+  } else if (floorless) {
+    workload.exclude = { 'pipe-relay': FLOOR_SKIPPED };
   }
   return workload;
 }
@@ -74,11 +83,13 @@ function fullWorkloads(): Workload[] {
   const select = 12_000;
   const tpcb = 3_000;
   const list: Workload[] = [];
-  for (const clients of [16, 64, 256]) list.push(pgbench('select', clients, select));
-  for (const clients of [16, 64, 256]) list.push(pgbench('tpcb', clients, tpcb));
+  for (const clients of [16, 64, 256]) list.push(pgbench('select', clients, select, {}, clients >= 256));
+  // At least 20 transactions per client at 256, or the run is mostly ramp-up and ramp-down.
+  for (const clients of [16, 64, 256]) list.push(pgbench('tpcb', clients, Math.max(tpcb, clients * 20), {}, true));
   list.push(pgbench('select', 64, select, { protocol: 'extended' }));
-  list.push(pgbench('select', 64, select, { protocol: 'prepared' }));
-  list.push(pgbench('select', 16, 1_500, { connectPerTransaction: true }));
+  list.push(pgbench('select', 64, select, { protocol: 'prepared' }, true));
+  // Direct and the relay fork a backend per transaction here (~30/s on a loaded machine): keep it small.
+  list.push(pgbench('select', 16, 320, { connectPerTransaction: true }, true));
   list.push(pgbench('select', 2000, 20_000));
   for (const command of ['get', 'set', 'incr', 'lpush'] as const) {
     for (const clients of [50, 500]) {
@@ -94,7 +105,7 @@ function fullWorkloads(): Workload[] {
 function quickWorkloads(): Workload[] {
   return [
     pgbench('select', 64, 8_000),
-    pgbench('tpcb', 64, 2_000),
+    pgbench('tpcb', 64, 2_000, {}, true),
     redisBench('get', 50, 1, 30_000),
     redisBench('set', 50, 16, 150_000),
     idle('postgres', 1000),
