@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import t from 'tap';
+import { parseExposition } from '../metrics/exposition.js';
 import { type RedisServer, startRedis } from './harness/redis-server.js';
 import { type SluiceProcess, startSluice } from './harness/sluice-process.js';
 import { freePort, waitFor } from './harness/tools.js';
@@ -168,6 +169,52 @@ t.test('SUBSCRIBE/PUBLISH work under RESP2 and, after HELLO 3, as RESP3 pushes',
   t.equal(text(await wire.next()), '>[message,r3,pushed]', 'the message arrives as a push');
   t.equal(text(await wire.command('PING')), 'PONG', 'a RESP3 subscriber may still run commands');
   t.equal(text(await wire.command('UNSUBSCRIBE', 'r3')), '>[unsubscribe,r3,0]');
+});
+
+t.test('a RESP2 subscriber that unsubscribes from everything gives its dedicated connection back and is an ordinary client again', async (t) => {
+  const pinned = async () => {
+    const families = parseExposition(await sluice.metrics());
+    return (families.get('sluice_pinned_clients')?.samples ?? []).filter((s) => s.labels.pool === 'main').reduce((sum, s) => sum + s.value, 0);
+  };
+  // Clients of earlier tests may still be on their way out: start from none pinned.
+  await waitFor('no client of an earlier test pinned', async () => (await pinned()) === 0, 30_000);
+  const before = 0;
+  const wire = await WireClient.connect(port.main);
+  t.teardown(() => wire.close());
+  const publisher = new Redis({ port: port.main, host: '127.0.0.1' });
+  t.teardown(() => publisher.disconnect());
+  // Two channels, then a partial UNSUBSCRIBE: still subscribed, still dedicated.
+  wire.send('SUBSCRIBE', 'release:a', 'release:b');
+  t.equal(text(await wire.next()), '[subscribe,release:a,1]');
+  t.equal(text(await wire.next()), '[subscribe,release:b,2]');
+  t.equal(await pinned(), before + 1, 'the subscriber holds a dedicated connection');
+  t.equal(text(await wire.command('UNSUBSCRIBE', 'release:a')), '[unsubscribe,release:a,1]');
+  t.equal(await publisher.publish('release:b', 'still here'), 1);
+  t.equal(text(await wire.next()), '[message,release:b,still here]', 'still subscribed to the other channel');
+  t.equal(await pinned(), before + 1, 'one subscription left: still dedicated');
+  // The last one goes with an argument-less UNSUBSCRIBE.
+  t.equal(text(await wire.command('UNSUBSCRIBE')), '[unsubscribe,release:b,0]');
+  await waitFor('the subscriber is no longer pinned', async () => (await pinned()) === before, 30_000);
+  t.equal(await publisher.publish('release:b', 'nobody'), 0, 'nobody is subscribed any more');
+  t.match(text(await wire.command('CLIENT', 'INFO')), /flags=N .*sub=0/, 'CLIENT INFO shows an ordinary client');
+  t.equal(text(await wire.command('SET', 'release:key', 'v')), 'OK', 'normal commands work again');
+  t.equal(text(await wire.command('GET', 'release:key')), 'v');
+  t.equal(await pinned(), before, 'and run on the shared pool, not a dedicated connection');
+  // And it can subscribe again.
+  t.equal(text(await wire.command('SUBSCRIBE', 'release:c')), '[subscribe,release:c,1]');
+  t.equal(await publisher.publish('release:c', 'again'), 1);
+  t.equal(text(await wire.next()), '[message,release:c,again]');
+  t.equal(text(await wire.command('UNSUBSCRIBE', 'release:c')), '[unsubscribe,release:c,0]');
+  await waitFor('released a second time', async () => (await pinned()) === before, 30_000);
+
+  const sub = new Redis({ port: port.main, host: '127.0.0.1' });
+  t.teardown(() => sub.disconnect());
+  await sub.subscribe('release:io');
+  t.equal(await pinned(), before + 1, 'an ioredis subscriber is pinned');
+  await sub.unsubscribe('release:io');
+  await waitFor('the ioredis subscriber is released', async () => (await pinned()) === before, 30_000);
+  t.equal(await sub.set('release:io-key', 'w'), 'OK', 'ioredis runs commands after unsubscribing');
+  t.equal(await sub.get('release:io-key'), 'w');
 });
 
 t.test('SELECT in one client never changes the database of another', async (t) => {

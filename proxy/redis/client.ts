@@ -22,6 +22,7 @@ import { commandFamily, errorKind } from './metric-labels.js';
 import { RequestFramer, type RequestKind, type RespLimits } from './resp-framer.js';
 import { bulkReply, encodeRequest, encodeValue, errorReply, integerReply, requestArgs, RespMap, RespPush, type RespVersion, simpleReply } from './resp-values.js';
 import type { SharedPool } from './shared-pool.js';
+import { Subscriptions } from './subscriptions.js';
 import type { EntryKind, ReplyTarget, ServerInfo, Upstream } from './upstream.js';
 
 export type ClientState = 'open' | 'closing' | 'closed';
@@ -85,6 +86,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   inMulti = false;
   watching = false;
   subscribed = false;
+  /** While subscribed: what the connection owes and holds, to tell when pub/sub mode is over. */
+  private subscriptions: Subscriptions | null = null;
   stalled: StalledRequest | null = null;
   lastCommand = 'NULL';
   readonly addr: string;
@@ -268,6 +271,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     if (this.subscribed && this.dedicated !== null) {
       if (cls === 'reset') return this.reset(raw, kind, name);
       // Pub/sub mode: the connection is this client's alone; the server enforces what is allowed.
+      this.subscriptions?.sent(name, argv().length);
       this.send(this.dedicated, raw, 'reply');
       return true;
     }
@@ -301,6 +305,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       case 'subscribe':
         if (!this.forwardDedicated(raw, kind, name, 'subscribe')) return false;
         this.subscribed = true;
+        this.subscriptions = new Subscriptions();
+        this.subscriptions.sent(name, argv().length);
         return true;
       case 'unsubscribe':
         return this.local(raw, kind, name, this.unsubscribeReplies(name, argv()));
@@ -437,8 +443,24 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     if (this.subscribed) {
       // Its subscriptions are gone with the connection; closing tells the client to subscribe again.
       this.subscribed = false;
+      this.subscriptions = null;
       this.socket.end();
     }
+  }
+
+  pubsubFrame(frame: Buffer, complete: boolean): void {
+    this.subscriptions?.received(frame, complete);
+  }
+
+  pubsubSettled(conn: Upstream): void {
+    if (this.dedicated !== conn || !this.subscribed || this.subscriptions?.ended !== true || this.state !== 'open') return;
+    // The last subscription is gone and every request answered: the server has left pub/sub mode,
+    // so this is an ordinary client again and its connection goes back to the dedicated pool.
+    conn.leavePassthrough();
+    this.subscribed = false;
+    this.subscriptions = null;
+    this.outstanding = 0;
+    this.becameIdle();
   }
 
   private becameIdle(): void {
@@ -776,6 +798,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     this.inMulti = false;
     this.watching = false;
     this.subscribed = false;
+    this.subscriptions = null;
     this.db = this.host.defaultDb;
     this.resp = 2;
     this.name = null;

@@ -31,6 +31,10 @@ export interface ReplyTarget {
   requestFailed(message: string, midReply: boolean): void;
   /** The dedicated connection this target holds has closed. */
   dedicatedLost(conn: Upstream): void;
+  /** Pub/sub mode: one frame the server sent (or, `complete` false, the first bytes of one too big to keep). */
+  pubsubFrame(frame: Buffer, complete: boolean): void;
+  /** Pub/sub mode: every byte so far belongs to a complete frame; the owner may call `leavePassthrough()` now. */
+  pubsubSettled(conn: Upstream): void;
 }
 
 export type UpstreamState = 'waiting' | 'connecting' | 'handshake' | 'ready' | 'quitting' | 'closed';
@@ -74,6 +78,8 @@ export interface ServerInfo {
 }
 
 const BIG_WRITE_BYTES = 64 * 1024;
+/** Pub/sub frames longer than this that span reads are not kept whole (only published messages are that big). */
+const PUBSUB_FRAME_BYTES = 64 * 1024;
 
 export class Upstream implements PooledConnection {
   // PooledConnection (used when a dedicated pool lends it).
@@ -101,6 +107,9 @@ export class Upstream implements PooledConnection {
   private families: number[] = [];
   private sentAtMs: number[] = [];
   private head = 0;
+  /** Pub/sub mode: the pieces of a frame that spans reads (up to PUBSUB_FRAME_BYTES of it). */
+  private pubsubPieces: Buffer[] = [];
+  private pubsubBytes = 0;
   private blockingInFlight = 0;
   /** Who receives the rest of a frame that spans reads (null: dropped). */
   private out: Buffer[] = [];
@@ -326,6 +335,7 @@ export class Upstream implements PooledConnection {
     if (this.state !== 'ready') return;
     if (this.passthrough) {
       this.owner?.receive(chunk, 0, chunk.length, 0);
+      this.scanPubsub(chunk, 0);
       return;
     }
     const framer = this.framer;
@@ -354,6 +364,7 @@ export class Upstream implements PooledConnection {
         this.observe(this.head, now);
         this.enterPassthrough();
         this.owner?.receive(chunk, pos, len, 0);
+        this.scanPubsub(chunk, pos);
         return;
       }
       if (framer.topType === REPLY_BYTE.push) {
@@ -402,6 +413,53 @@ export class Upstream implements PooledConnection {
     this.sentAtMs = [];
     this.head = 0;
     this.blockingInFlight = 0;
+    // The subscribe reply was already half framed for the FIFO: pub/sub framing starts at its first byte.
+    this.framer = new ReplyFramer(this.options.maxBulkBytes);
+    this.pubsubPieces = [];
+    this.pubsubBytes = 0;
+  }
+
+  /** The owner saw its last subscription go (and nothing else due): back to request/reply matching. */
+  leavePassthrough(): void {
+    this.passthrough = false;
+  }
+
+  /**
+   * Pub/sub mode: frames what the owner was just given, so it can follow its subscriptions.
+   * The bytes were already passed on whole; this only reads them.
+   */
+  private scanPubsub(chunk: Buffer, pos: number): void {
+    const owner = this.owner;
+    if (owner === null) return;
+    const framer = this.framer;
+    const len = chunk.length;
+    while (pos < len) {
+      let end: number;
+      try {
+        end = framer.next(chunk, pos);
+      } catch (err) {
+        this.destroy(`server sent bad bytes: ${(err as Error).message}`);
+        return;
+      }
+      if (end < 0) {
+        this.keepPubsubPiece(chunk.subarray(pos));
+        return;
+      }
+      if (this.pubsubPieces.length === 0) owner.pubsubFrame(chunk.subarray(pos, end), true);
+      else {
+        this.keepPubsubPiece(chunk.subarray(pos, end));
+        owner.pubsubFrame(Buffer.concat(this.pubsubPieces), this.pubsubBytes <= PUBSUB_FRAME_BYTES);
+        this.pubsubPieces = [];
+        this.pubsubBytes = 0;
+      }
+      pos = end;
+    }
+    owner.pubsubSettled(this);
+  }
+
+  private keepPubsubPiece(piece: Buffer): void {
+    if (this.pubsubBytes <= PUBSUB_FRAME_BYTES) this.pubsubPieces.push(piece);
+    this.pubsubBytes += piece.length;
   }
 
   /** Counts FIFO entry `i`'s reply under its family, with its latency. */
