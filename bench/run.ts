@@ -1,6 +1,7 @@
 // The benchmark suite's entry point (npm run bench): starts the servers and targets, runs every
 // workload in alternating rounds, writes bench/RESULTS.md, and stops everything it started.
 //   node dist/bench/run.js [--quick] [--only pg-select,redis-get] [--rounds N] [--out FILE] [--no-sluice]
+// A full run writes bench/RESULTS.md; --quick and --only write bench/RESULTS.partial.md (git-ignored).
 import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -228,7 +229,9 @@ async function main(): Promise<void> {
   const only = (values.only ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   const plan = makePlan(values.quick ? 'quick' : 'full', values.rounds ? Number(values.rounds) : undefined, only);
   if (plan.workloads.length === 0) throw new Error(`--only ${values.only} matches no workload`);
-  const out = values.out ?? fileURLToPath(new URL('../../bench/RESULTS.md', import.meta.url));
+  // Only a full run replaces the committed RESULTS.md; quick and --only runs go beside it.
+  const partial = plan.mode === 'quick' || only.length > 0;
+  const out = values.out ?? fileURLToPath(new URL(partial ? '../../bench/RESULTS.partial.md' : '../../bench/RESULTS.md', import.meta.url));
   const fdProblem = raiseFdLimit(process.pid);
   if (fdProblem) log(`open-file limit stays at ${fdLimit()} (${fdProblem})`);
   const loadBefore = loadAverage();
