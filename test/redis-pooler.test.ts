@@ -442,7 +442,10 @@ t.test('drain on SIGTERM: idle clients close, a client waiting on BLPOP gets its
   waiter.send('GET', 'drain:other');
   await redis.cli('LPUSH', 'drain:list', 'last one');
   t.equal(text(await waiter.next()), '[drain:list,last one]', 'the waiting client still gets its reply');
-  t.equal(text(await waiter.next()), 'ERR:ERR sluice is shutting down', 'a request sent during the drain is refused with a reason, after the reply before it');
+  // The GET races the BLPOP reply: read before the reply is done it is refused with a reason;
+  // read after, the connection has already closed cleanly behind the last reply due. Either way
+  // it never gets a wrong reply or a reset.
+  t.match(text(await waiter.next()), /^(ERR:ERR sluice is shutting down|<closed>)$/, 'a request sent during the drain is refused with a reason, or meets a clean close');
   await waiter.closed;
   t.equal(await sluice.exited, 0, 'sluice exits cleanly once its clients are gone');
 });
