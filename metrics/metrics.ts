@@ -4,7 +4,7 @@
 // happen through the per-pool handles returned by `forPool()`. Redis command counts and latencies
 // are per command, so they go into plain-number recorders (`commandFamilies()`) that a scrape
 // reads: no label hashing per command.
-import { Counter, collectDefaultMetrics, Gauge, Histogram, type Metric, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client';
 import type { ListenerSnapshot, Protocol } from '../proxy/listener.js';
 
 /** 100µs to 30s, roughly ×2.5 per step. */
@@ -40,14 +40,14 @@ interface CollectedHistogram {
  * One (protocol, pool, family)'s command count and latency histogram as plain numbers: the hot
  * path adds to them, a scrape reads them. Buckets are per bound here (not cumulative).
  */
-export class CommandFamilyRecorder {
+export class HistogramRecorder<L extends Record<string, string> = Record<string, string>> {
   count = 0;
   sumSeconds = 0;
   readonly bucketCounts = new Float64Array(LATENCY_BUCKETS_SECONDS.length);
-  /** Count already added to sluice_commands_total. */
+  /** Count already added to a companion counter (sluice_commands_total). */
   exported = 0;
 
-  constructor(readonly labels: Readonly<{ protocol: string; pool: string; family: string }>) {}
+  constructor(readonly labels: Readonly<L>) {}
 
   observe(seconds: number): void {
     this.count++;
@@ -56,6 +56,53 @@ export class CommandFamilyRecorder {
     let i = 0;
     while (i < bounds.length && seconds > bounds[i]) i++;
     if (i < bounds.length) this.bucketCounts[i]++;
+  }
+}
+
+export type CommandFamilyRecorder = HistogramRecorder<{ protocol: string; pool: string; family: string }>;
+
+/**
+ * A latency histogram kept as plain-number recorders, one per label set, read by prom-client's
+ * registry at scrape time through `get()`. prom-client's own Histogram hashes its labels on every
+ * observe, even through a `labels()` child; this costs one loop over 17 bounds instead.
+ */
+class PlainHistogram<L extends Record<string, string>> {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  /** Keyed by the joined label values; kept across reloads, so a replaced listener's series go on counting. */
+  readonly recorders = new Map<string, HistogramRecorder<L>>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  recorder(labels: L): HistogramRecorder<L> {
+    const key = Object.values(labels).join('\u0000');
+    let recorder = this.recorders.get(key);
+    if (recorder === undefined) {
+      recorder = new HistogramRecorder<L>(labels);
+      this.recorders.set(key, recorder);
+    }
+    return recorder;
+  }
+
+  /** prom-client's histogram shape; label sets never observed are left out. */
+  get(): CollectedHistogram {
+    const values: CollectedHistogram['values'] = [];
+    const name = this.name;
+    for (const recorder of this.recorders.values()) {
+      if (recorder.count === 0) continue;
+      let cumulative = 0;
+      for (const [i, le] of LATENCY_BUCKETS_SECONDS.entries()) {
+        cumulative += recorder.bucketCounts[i];
+        values.push({ metricName: `${name}_bucket`, labels: { le, ...recorder.labels }, value: cumulative });
+      }
+      values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...recorder.labels }, value: recorder.count });
+      values.push({ metricName: `${name}_sum`, labels: recorder.labels, value: recorder.sumSeconds });
+      values.push({ metricName: `${name}_count`, labels: recorder.labels, value: recorder.count });
+    }
+    return { name, help: this.help, type: 'histogram', aggregator: 'sum', values };
   }
 }
 
@@ -98,30 +145,23 @@ export class Metrics {
   private readonly pins = new Counter({ name: 'sluice_pins_total', help: 'Clients pinned to a server, by reason.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly commands = new Counter({ name: 'sluice_commands_total', help: 'Redis commands answered, by command family.', labelNames: [...LISTENER_LABELS, 'family'], registers: [] });
   private readonly reloads = new Counter({ name: 'sluice_config_reload_total', help: 'Config reloads, by result (success, failure).', labelNames: ['result'], registers: [] });
-  private readonly waitSeconds = new Histogram({ name: 'sluice_pool_wait_seconds', help: 'Time clients waited for a server connection.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
-  private readonly transactionSeconds = new Histogram({ name: 'sluice_transaction_duration_seconds', help: 'Postgres transaction duration, first query to ReadyForQuery idle.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
-  private readonly querySeconds = new Histogram({ name: 'sluice_query_duration_seconds', help: 'Postgres query duration, request to its completion.', labelNames: POOL_LABELS, buckets: LATENCY_BUCKETS_SECONDS, registers: [] });
-  /** Keyed protocol/pool/family; kept across reloads, so a replaced listener's series go on counting. */
-  private readonly commandRecorders = new Map<string, CommandFamilyRecorder>();
-  private readonly commandSeconds = {
-    name: 'sluice_command_duration_seconds',
-    help: 'Redis command latency, request to reply.',
-    type: 'histogram',
-    aggregator: 'sum',
-    get: (): CollectedHistogram => this.commandHistogram(),
-  };
+  // Histograms observed per transaction, query or command: plain-number recorders (see PlainHistogram).
+  private readonly waitSeconds = new PlainHistogram<PoolLabels>('sluice_pool_wait_seconds', 'Time clients waited for a server connection.');
+  private readonly transactionSeconds = new PlainHistogram<PoolLabels>('sluice_transaction_duration_seconds', 'Postgres transaction duration, first query to ReadyForQuery idle.');
+  private readonly querySeconds = new PlainHistogram<PoolLabels>('sluice_query_duration_seconds', 'Postgres query duration, request to its completion.');
+  private readonly commandSeconds = new PlainHistogram<{ protocol: string; pool: string; family: string }>('sluice_command_duration_seconds', 'Redis command latency, request to reply.');
 
   constructor(options: { processMetrics?: boolean } = {}) {
     for (const metric of [
       this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp,
       this.bytesReceived, this.bytesSent, this.transactions, this.queries, this.accepted, this.refused, this.serverOpened,
       this.serverClosed, this.timeouts, this.errors, this.authFailures, this.cancels, this.pins, this.commands, this.reloads,
-      this.waitSeconds, this.transactionSeconds, this.querySeconds,
     ] as Metric[]) {
       this.registry.registerMetric(metric);
     }
-    // Not a prom-client Histogram: its children hash their labels on every observe.
-    this.registry.registerMetric(this.commandSeconds as unknown as Metric);
+    for (const histogram of [this.waitSeconds, this.transactionSeconds, this.querySeconds, this.commandSeconds]) {
+      this.registry.registerMetric(histogram as unknown as Metric);
+    }
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'sluice_' });
   }
 
@@ -137,9 +177,9 @@ export class Metrics {
   forPool(protocol: Protocol, pool: string, database: string, user: string): PoolMetrics {
     const labels: PoolLabels = { protocol, pool, database, user };
     return {
-      waitSeconds: this.waitSeconds.labels(labels),
-      transactionSeconds: this.transactionSeconds.labels(labels),
-      querySeconds: this.querySeconds.labels(labels),
+      waitSeconds: this.waitSeconds.recorder(labels),
+      transactionSeconds: this.transactionSeconds.recorder(labels),
+      querySeconds: this.querySeconds.recorder(labels),
       serverOpened: () => this.serverOpened.inc(labels),
       serverClosed: (reason) => this.serverClosed.inc({ ...labels, reason }),
       timeout: (configKey) => this.timeouts.inc({ protocol, pool, config_key: configKey }),
@@ -184,31 +224,7 @@ export class Metrics {
   }
 
   private commandRecorder(protocol: Protocol, pool: string, family: string): CommandFamilyRecorder {
-    const key = `${protocol}/${pool}/${family}`;
-    let recorder = this.commandRecorders.get(key);
-    if (recorder === undefined) {
-      recorder = new CommandFamilyRecorder({ protocol, pool, family });
-      this.commandRecorders.set(key, recorder);
-    }
-    return recorder;
-  }
-
-  /** sluice_command_duration_seconds in prom-client's histogram shape, from the recorders; families never used are left out. */
-  private commandHistogram(): CollectedHistogram {
-    const values: CollectedHistogram['values'] = [];
-    const name = this.commandSeconds.name;
-    for (const recorder of this.commandRecorders.values()) {
-      if (recorder.count === 0) continue;
-      let cumulative = 0;
-      for (const [i, le] of LATENCY_BUCKETS_SECONDS.entries()) {
-        cumulative += recorder.bucketCounts[i];
-        values.push({ metricName: `${name}_bucket`, labels: { ...recorder.labels, le }, value: cumulative });
-      }
-      values.push({ metricName: `${name}_bucket`, labels: { ...recorder.labels, le: '+Inf' }, value: recorder.count });
-      values.push({ metricName: `${name}_sum`, labels: recorder.labels, value: recorder.sumSeconds });
-      values.push({ metricName: `${name}_count`, labels: recorder.labels, value: recorder.count });
-    }
-    return { name, help: this.commandSeconds.help, type: 'histogram', aggregator: 'sum', values };
+    return this.commandSeconds.recorder({ protocol, pool, family });
   }
 
   private addTotal(counter: Counter, key: string, labels: Record<string, string>, value: number): void {
@@ -223,7 +239,7 @@ export class Metrics {
     for (const gauge of [this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp]) {
       gauge.reset();
     }
-    for (const recorder of this.commandRecorders.values()) {
+    for (const recorder of this.commandSeconds.recorders.values()) {
       if (recorder.count > recorder.exported) this.commands.inc(recorder.labels, recorder.count - recorder.exported);
       recorder.exported = recorder.count;
     }
