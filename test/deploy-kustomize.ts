@@ -1,5 +1,6 @@
 // Renders a kustomization.yaml the way `kubectl kustomize` does, for the subset deploy/kubernetes
-// uses (there is no kubectl here, and no kustomize on npm that runs offline): `resources` (files
+// uses, so the schema checks read typed objects without shelling out (test/deploy-kubectl.test.ts
+// checks that the real `kubectl kustomize` renders exactly the same objects): `resources` (files
 // and folders), `configMapGenerator` (files, literals, labels) and `generatorOptions` with
 // `disableNameSuffixHash: true`. Anything else is an error, not silently ignored, so a
 // kustomization this cannot render fully fails the test instead of passing half-checked.
