@@ -11,6 +11,7 @@ import { Metrics } from '../metrics/metrics.js';
 import type { AdminContext } from './admin/admin-console.js';
 import { bindServer, type Listener } from './listener.js';
 import type { Logger } from './log.js';
+import { UpstreamProbe } from './upstream-probe.js';
 import { createPostgresListener } from './postgres/postgres-listener.js';
 import { createRedisListener } from './redis/redis-listener.js';
 
@@ -55,6 +56,7 @@ export class Sluice {
   private config: Config;
   private readonly log: Logger;
   private watcher: FSWatcher | undefined;
+  private readonly probe = new UpstreamProbe(() => this.listeners.map((l) => l.snapshot().upstream));
   private reloadTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SluiceOptions) {
@@ -89,6 +91,7 @@ export class Sluice {
     }
     await bindServer(this.http as unknown as import('node:net').Server, this.config.metrics.listen);
     this.log.info({ listen: this.config.metrics.listen }, 'metrics listening: GET /metrics /healthz /readyz /status');
+    await this.probe.start();
     this.phase = 'running';
     this.watchConfig();
   }
@@ -98,7 +101,8 @@ export class Sluice {
     for (const listener of this.listeners) {
       const snap = listener.snapshot();
       if (!snap.accepting) return { ready: false, reason: `${snap.protocol} listener ${snap.name} is not accepting` };
-      if (!snap.upstreamReachable) return { ready: false, reason: `${snap.protocol} upstream ${snap.upstream} of ${snap.name} is unreachable` };
+      const probe = this.probe.result(snap.upstream);
+      if (probe && !probe.reachable) return { ready: false, reason: `${snap.protocol} upstream ${snap.upstream} of ${snap.name} is unreachable (${probe.reason})` };
     }
     return { ready: true };
   }
@@ -155,6 +159,7 @@ export class Sluice {
     if (this.phase === 'stopped') return;
     this.phase = 'stopped';
     this.watcher?.close();
+    this.probe.stop();
     for (const listener of this.listeners) listener.close();
     // Give polite Terminate/QUIT writes a moment to leave, then close the HTTP side and exit.
     setTimeout(() => {

@@ -23,9 +23,12 @@ redis:
 }
 
 t.test('SIGTERM turns /readyz 503 at once, keeps /metrics and /healthz up through shutdown_delay, then exits 0', async (t) => {
-  const sluice = await startSluice(config('{{METRICS}}', 'info', await freePort()), { waitReady: false });
+  const { startRedis } = await import('./harness/redis-server.js');
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const sluice = await startSluice(config('{{METRICS}}', 'info', await freePort()).replace('port: 1 }', `port: ${redis.port} }`), { waitReady: false });
   const base = `http://127.0.0.1:${sluice.metricsPort}`;
-  t.equal((await fetch(`${base}/readyz`)).status, 200);
+  t.equal((await fetch(`${base}/readyz`)).status, 200, 'ready: listening, upstream reachable');
   sluice.signal('SIGTERM');
   await waitFor('readiness off', async () => (await fetch(`${base}/readyz`)).status === 503);
   const body = (await (await fetch(`${base}/readyz`)).json()) as { ready: boolean; reason: string };
@@ -85,4 +88,23 @@ t.test('a Kubernetes ConfigMap-style symlink swap is picked up without a signal'
   renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
   await waitFor('the file-change reload', async () => (await reloadCount(sluice.metrics(), 'success')) >= 1);
   t.ok(sluice.logs.some((l) => l.msg === 'config reloaded' && l.trigger === 'file change'));
+});
+
+t.test('/readyz is 503 naming the upstream while it is down, and 200 once it is back, with no client traffic', async (t) => {
+  const { startRedis } = await import('./harness/redis-server.js');
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  await redis.stop();
+  const sluice = await startSluice(config('{{METRICS}}', 'info', await freePort()).replace('port: 1 }', `port: ${redis.port} }`), { waitReady: false });
+  t.teardown(() => sluice.stop());
+  const readyz = async () => {
+    const res = await fetch(`http://127.0.0.1:${sluice.metricsPort}/readyz`);
+    return { status: res.status, body: (await res.json()) as { reason?: string } };
+  };
+  const down = await readyz();
+  t.equal(down.status, 503);
+  t.match(down.body.reason, `redis upstream 127.0.0.1:${redis.port} of cache is unreachable`);
+  await redis.start();
+  await waitFor('readiness back on', async () => (await readyz()).status === 200);
+  t.pass('ready again once the upstream answers');
 });
