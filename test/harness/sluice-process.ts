@@ -30,7 +30,7 @@ export interface SluiceProcess {
 /** `yaml` may use `{{METRICS}}` for the metrics listen address; it is filled with a free port. */
 export interface StartSluiceOptions {
   env?: NodeJS.ProcessEnv;
-  /** Wait for /readyz (default) or only /healthz. */
+  /** Also wait for /readyz (every upstream reachable); by default only /healthz, which answers once the listeners are bound. */
   waitReady?: boolean;
   /** Run with this config path as it is (e.g. a ConfigMap-style symlink); `yaml` is then ignored. */
   configFile?: string;
@@ -93,7 +93,7 @@ export async function startSluice(yaml: string, options: StartSluiceOptions = {}
   });
   await waitFor(`sluice /healthz on ${metricsPort}`, async () => {
     if (gone) throw new GiveUp(`sluice exited early: ${stderr}`);
-    const res = await fetch(`http://127.0.0.1:${metricsPort}/${options.waitReady === false ? 'healthz' : 'readyz'}`);
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/${options.waitReady === true ? 'readyz' : 'healthz'}`);
     return res.status === 200;
   });
   return proc;
