@@ -118,12 +118,10 @@ t.test('server messages: backend table, large DataRow streams', async (t) => {
   const row = typed(0x44, Buffer.alloc(1000, 1));
   const z = typed(0x5a, Buffer.from('I'));
   const all = Buffer.concat([row, z]);
+  const badCuts: number[] = [];
   for (let cut = 1; cut < all.length; cut += 1) {
     const got = run([all.subarray(0, cut), all.subarray(cut)], { validTypes: BACKEND_TYPES, whole: byteSet(0x5a), startup: false });
-    if (got.messages.length !== 2 || !got.messages[0].bytes.equals(row) || !got.messages[1].bytes.equals(z)) {
-      t.fail(`split at ${cut}`);
-      return;
-    }
+    if (got.messages.length !== 2 || !got.messages[0].bytes.equals(row) || !got.messages[1].bytes.equals(z)) badCuts.push(cut);
   }
-  t.pass('DataRow + ReadyForQuery split anywhere');
+  t.same(badCuts, [], 'DataRow + ReadyForQuery framed whole at every split offset');
 });
