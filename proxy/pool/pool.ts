@@ -153,7 +153,6 @@ export class Pool<C extends PooledConnection> {
     for (let i = this.queueHead; i < this.queue.length; i++) {
       if (this.queue[i].waiter === waiter) {
         this.queue.splice(i, 1);
-        if (i === this.queueHead) this.armAcquireTimer();
         return true;
       }
     }
@@ -206,7 +205,14 @@ export class Pool<C extends PooledConnection> {
 
   /** Applies new sizes and timeouts from a reload; connections beyond a smaller size close as they come back. */
   reconfigure(options: Partial<PoolOptions>): void {
+    const timeoutChanged = options.acquireTimeoutMs !== undefined && options.acquireTimeoutMs !== this.options.acquireTimeoutMs;
     this.options = { ...this.options, ...options };
+    if (timeoutChanged) {
+      // the pending timer may be due at the old, later deadline
+      clearTimeout(this.acquireTimer);
+      this.acquireTimer = undefined;
+      this.armAcquireTimer();
+    }
     while (this.total() > this.options.size && this.idle.length > 0) {
       this.discard(this.idle[0], 'resize');
     }
@@ -242,6 +248,7 @@ export class Pool<C extends PooledConnection> {
     this.closing = true;
     clearInterval(this.maintenanceTimer);
     clearTimeout(this.acquireTimer);
+    this.acquireTimer = undefined;
     clearTimeout(this.retryTimer);
     for (let next = this.shift(); next; next = this.shift()) next.waiter.fail(new PoolClosedError(this.options.name));
     for (const conn of [...this.idle]) this.discard(conn, 'shutdown');
@@ -288,17 +295,24 @@ export class Pool<C extends PooledConnection> {
       this.queue = [];
       this.queueHead = 0;
     }
-    this.armAcquireTimer();
     return next;
   }
 
+  /**
+   * One timer for the whole queue, due when the head waiter expires. Waiters are FIFO with the
+   * same timeout, so the head's deadline only moves later: a timer armed for an earlier head
+   * just fires early and re-arms. It is therefore armed only when none is pending, never
+   * re-armed per grant (a clearTimeout + setTimeout per transaction under load).
+   */
   private armAcquireTimer(): void {
-    clearTimeout(this.acquireTimer);
-    this.acquireTimer = undefined;
+    if (this.acquireTimer !== undefined) return;
     const head = this.queue[this.queueHead];
     if (!head || this.options.acquireTimeoutMs <= 0) return;
     const dueInMs = head.sinceMs + this.options.acquireTimeoutMs - Date.now();
-    this.acquireTimer = setTimeout(() => this.expireWaiters(), Math.max(0, dueInMs));
+    this.acquireTimer = setTimeout(() => {
+      this.acquireTimer = undefined;
+      this.expireWaiters();
+    }, Math.max(0, dueInMs));
   }
 
   private expireWaiters(): void {

@@ -21,6 +21,7 @@ import type { ClientState, DatabasePool, PoolClient } from './database-pool.js';
 import { Framer, type FrameSink } from './framer.js';
 import type { MessageTap, TapLink } from './message-tap.js';
 import { Outbox } from './outbox.js';
+import { paramSetId } from './param-set.js';
 import { AuthCode, BackendCode, byteSet, FRONTEND_TYPES, FrontendCode, StartupCode, TxStatus } from './protocol-codes.js';
 import type { ServerConnection, ServerHandler } from './server-connection.js';
 import {
@@ -132,6 +133,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   readonly sessionParams = new Map<string, string>();
   /** Startup settings that are not reported parameters (extra_float_digits, options -c ...). */
   readonly extraParams = new Map<string, string>();
+  /** param-set.ts id of sessionParams + extraParams; 0 after either changes (recomputed on the next link). */
+  private paramsId = 0;
   private startupParams = new Map<string, string>();
 
   private socket: Socket;
@@ -503,6 +506,11 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   /** Applies this client's settings to a server that may carry another's: one SET batch, replies swallowed. */
   private beginReplay(server: ServerConnection): void {
+    if (this.paramsId === 0) this.paramsId = paramSetId(this.sessionParams, this.extraParams);
+    if (server.paramsId === this.paramsId) {
+      this.linkUp();
+      return;
+    }
     const statements: string[] = [];
     for (const [name, value] of this.sessionParams) {
       if (READ_ONLY_PARAMS.has(name) || server.params.get(name) === value) continue;
@@ -531,6 +539,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   private linkUp(): void {
     this.linkReady = true;
+    // The server now carries exactly this client's settings (compared, or SET and acknowledged).
+    (this.server as ServerConnection).paramsId = this.paramsId;
     // timeouts.query and the query histogram measure time on the server, not time queued for it.
     if (this.requestSinceMs > 0) this.requestSinceMs = Date.now();
     if (this.ctx.tap?.serverAssigned) this.ctx.tap.serverAssigned(this);
@@ -645,8 +655,11 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
         break;
       case BackendCode.parameterStatus: {
         const [name, value] = parseParameterStatus(buf, start, end);
-        server.params.set(name, value);
-        this.sessionParams.set(name, value);
+        server.setParam(name, value);
+        if (this.sessionParams.get(name) !== value) {
+          this.sessionParams.set(name, value);
+          this.paramsId = 0;
+        }
         break;
       }
       case BackendCode.copyInResponse:
@@ -706,7 +719,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   private swallow(server: ServerConnection, type: number, buf: Buffer, start: number, end: number): void {
     if (type === BackendCode.parameterStatus) {
       const [name, value] = parseParameterStatus(buf, start, end);
-      server.params.set(name, value);
+      server.setParam(name, value);
     } else if (type === BackendCode.errorResponse) {
       this.replayError = parseErrorFields(buf, start, end).get('M') ?? 'error';
     } else if (type === BackendCode.readyForQuery) {
@@ -882,6 +895,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       messages.push(query('DISCARD ALL'));
       cleanup.expect++;
       server.applied.clear();
+      server.paramsId = 0;
     }
     this.pendingSyncs = 0;
     this.unsynced = 0;
@@ -949,7 +963,7 @@ class ServerCleanup implements ServerHandler {
     if (!first) return;
     if (type === BackendCode.parameterStatus) {
       const [name, value] = parseParameterStatus(buf, start, end);
-      server.params.set(name, value);
+      server.setParam(name, value);
     } else if (type === BackendCode.copyInResponse) {
       // A COPY started by a request we could not cancel in time: end it.
       server.out.addBuffer(copyFail('client disconnected'));

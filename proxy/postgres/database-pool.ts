@@ -59,7 +59,7 @@ export class DatabasePool implements ServerHandler {
       // ParameterStatus can arrive while idle (e.g. after ALTER ROLE ... SET); keep params current.
       const text = buf.toString('utf8', start + 5, end);
       const [name, value] = text.split('\0');
-      if (name) server.params.set(name, value ?? '');
+      if (name) server.setParam(name, value ?? '');
     } else if (type === 0x45) {
       // An ErrorResponse on an idle server is a FATAL (admin shutdown, terminate_backend).
       server.destroy();

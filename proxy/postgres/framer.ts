@@ -66,8 +66,8 @@ export class Framer {
     return this.headerHave === 0 && this.assembly === undefined && this.streamRemaining === 0;
   }
 
-  push(chunk: Buffer): void {
-    const length = chunk.length;
+  /** Frames chunk[0..length): `length` is less than chunk.length when reads land in a larger region (read-slab.ts). */
+  push(chunk: Buffer, length = chunk.length): void {
     let pos = 0;
     while (pos < length && !this.failed) {
       if (this.streamRemaining > 0) {

@@ -10,8 +10,16 @@ export class Outbox {
   private end = 0;
   /** Bytes queued since the last flush. */
   bytes = 0;
+  /** An empty add() was made: the box counts as non-empty but there is nothing to write. */
+  private marked = false;
 
   add(buf: Buffer, start: number, end: number): void {
+    if (end === start) {
+      // A tap holding messages for a server marks the box with no bytes (so the client acquires
+      // one); a zero-length chunk would only turn a plain write into a corked writev.
+      this.marked = true;
+      return;
+    }
     this.bytes += end - start;
     if (buf === this.buf && start === this.end) {
       this.end = end;
@@ -28,7 +36,7 @@ export class Outbox {
   }
 
   get empty(): boolean {
-    return this.buf === undefined && this.chunks.length === 0;
+    return this.buf === undefined && this.chunks.length === 0 && !this.marked;
   }
 
   /** Drops everything queued (the destination went away). */
@@ -36,6 +44,7 @@ export class Outbox {
     this.chunks.length = 0;
     this.buf = undefined;
     this.bytes = 0;
+    this.marked = false;
   }
 
   /** Writes everything queued; returns false when the socket asks the writer to wait for 'drain'. */
@@ -43,6 +52,7 @@ export class Outbox {
     this.seal();
     const count = this.chunks.length;
     this.bytes = 0;
+    this.marked = false;
     if (count === 0) return true;
     if (socket.destroyed) {
       this.chunks.length = 0;

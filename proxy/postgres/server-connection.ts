@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { ConnectError, ProtocolError } from '../errors.js';
+import { ReadSlab } from '../read-slab.js';
 import type { PooledConnection } from '../pool/pool.js';
 import { md5Hex, md5Response, ScramClient } from './auth.js';
 import { Framer, type FrameSink } from './framer.js';
@@ -79,6 +80,11 @@ export class ServerConnection implements PooledConnection, FrameSink {
   readonly params = new Map<string, string>();
   /** Non-reported settings applied on behalf of clients (from startup `options` etc.), as they stand now. */
   readonly applied = new Map<string, string>();
+  /**
+   * The param-set id (param-set.ts) of the client settings this server is known to carry, 0 when
+   * unknown. Any change to `params` or `applied` resets it.
+   */
+  paramsId = 0;
   /** ReadyForQuery replies still owed: one per Sync or Query sent. */
   pendingSyncs = 0;
   /** Extended-protocol messages sent since the last Sync (their replies come before no ReadyForQuery). */
@@ -104,6 +110,8 @@ export class ServerConnection implements PooledConnection, FrameSink {
     readonly socket: Socket,
     readonly label: string,
     private readonly target: UpstreamTarget,
+    /** Set when the socket reads through `onread` (plain TCP); TLS sockets emit 'data'. */
+    private readonly readSlab?: ReadSlab,
   ) {
     this.framer = new Framer(this, {
       maxMessageBytes: MAX_SERVER_MESSAGE_BYTES,
@@ -112,6 +120,13 @@ export class ServerConnection implements PooledConnection, FrameSink {
       wholeUpToBytes: 64 * 1024,
       peer: `server ${label}`,
     });
+  }
+
+  /** Records a reported parameter; a changed value forgets which client settings the server carries. */
+  setParam(name: string, value: string): void {
+    if (this.params.get(name) === value) return;
+    this.params.set(name, value);
+    this.paramsId = 0;
   }
 
   /** Hands the logged-in server's traffic to the pooling code. */
@@ -178,10 +193,8 @@ export class ServerConnection implements PooledConnection, FrameSink {
 
   /** Wires socket events; called once the TCP/TLS connection is up. */
   listen(): void {
-    this.socket.on('data', (chunk: Buffer) => {
-      this.framer.push(chunk);
-      if (!this.login) this.handler?.onServerChunkEnd(this);
-    });
+    if (this.readSlab) this.readSlab.setHandler((chunk, length) => this.onChunk(chunk, length));
+    else this.socket.on('data', (chunk: Buffer) => this.onChunk(chunk, chunk.length));
     this.socket.on('error', () => {});
     this.socket.on('close', () => {
       const wasClosed = this.closed;
@@ -190,6 +203,11 @@ export class ServerConnection implements PooledConnection, FrameSink {
       else if (!wasClosed || this.holder) this.handler?.onServerClosed(this, 'connection closed');
       else this.handler?.onServerClosed(this, 'closed');
     });
+  }
+
+  private onChunk(chunk: Buffer, length: number): void {
+    this.framer.push(chunk, length);
+    if (!this.login) this.handler?.onServerChunkEnd(this);
   }
 
   /** Logs in; resolves once ReadyForQuery arrives. */
@@ -240,7 +258,7 @@ class LoginRun {
         return;
       case BackendCode.parameterStatus: {
         const [name, value] = parseParameterStatus(buf, start, end);
-        server.params.set(name, value);
+        server.setParam(name, value);
         return;
       }
       case BackendCode.backendKeyData:
@@ -315,10 +333,10 @@ class LoginRun {
 }
 
 /** TCP connect (plus TLS negotiation per server.tls), settled within timeoutMs. */
-export function connectUpstream(target: UpstreamTarget, timeoutMs: number, label: string): Promise<Socket> {
+export function connectUpstream(target: UpstreamTarget, timeoutMs: number, label: string, readSlab?: ReadSlab): Promise<Socket> {
   return new Promise((resolve, reject) => {
     let settled = false;
-    let current: Socket = netConnect({ host: target.host, port: target.port });
+    let current: Socket = netConnect(readSlab ? { host: target.host, port: target.port, onread: readSlab.options } : { host: target.host, port: target.port });
     const timer = setTimeout(() => finish(new ConnectError(label, `no connection within ${timeoutMs}ms (timeouts.connect)`)), timeoutMs);
     const finish = (err?: Error) => {
       if (settled) return;
@@ -375,8 +393,10 @@ export function connectUpstream(target: UpstreamTarget, timeoutMs: number, label
 export async function openServer(target: UpstreamTarget, login: LoginParams, timeoutMs: number): Promise<ServerConnection> {
   const label = `${target.host}:${target.port}`;
   const deadline = Date.now() + timeoutMs;
-  const socket = await connectUpstream(target, timeoutMs, label);
-  const server = new ServerConnection(socket, label, target);
+  // TLS needs the socket's 'data' events (the SSLRequest answer, then the TLS layer): plain TCP only.
+  const readSlab = target.tls === 'disable' ? new ReadSlab() : undefined;
+  const socket = await connectUpstream(target, timeoutMs, label, readSlab);
+  const server = new ServerConnection(socket, label, target, readSlab);
   server.listen();
   const remainingMs = Math.max(1, deadline - Date.now());
   let timer: NodeJS.Timeout | undefined;
