@@ -920,12 +920,12 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     return this.server?.id;
   }
 
-  toClient(bytes: Buffer): void {
-    this.out.addBuffer(bytes);
+  toClient(bytes: Buffer, start = 0, end = bytes.length): void {
+    this.out.add(bytes, start, end);
   }
 
-  toServer(bytes: Buffer): void {
-    this.toServerBox.addBuffer(bytes);
+  toServer(bytes: Buffer, start = 0, end = bytes.length): void {
+    this.toServerBox.add(bytes, start, end);
   }
 
   pin(reason: string): void {

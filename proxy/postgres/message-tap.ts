@@ -15,10 +15,13 @@ export interface TapLink {
   readonly mode: 'session' | 'transaction' | 'statement';
   /** Id of the server the client holds now, undefined when none. */
   readonly serverId: number | undefined;
-  /** Queues bytes to the client in order with forwarded messages. */
-  toClient(bytes: Buffer): void;
-  /** Queues bytes to the server in order with forwarded messages (counting is the tap's job). */
-  toServer(bytes: Buffer): void;
+  /**
+   * Queues bytes[start..end) to the client in order with forwarded messages. Pass the received
+   * buffer with offsets rather than a subarray: adjacent ranges of one buffer merge into one write.
+   */
+  toClient(bytes: Buffer, start?: number, end?: number): void;
+  /** Queues bytes[start..end) to the server in order with forwarded messages (counting is the tap's job). */
+  toServer(bytes: Buffer, start?: number, end?: number): void;
   /** Runs the pooler's reply counting for a message of this type the tap sent with toServer(). */
   countSent(type: number): void;
   /** Keeps the client on its server beyond the transaction (session state the pooler cannot replay). */

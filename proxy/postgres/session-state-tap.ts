@@ -152,8 +152,8 @@ export class SessionStateTap implements MessageTap {
         stream: new ClientStream(),
         held: [],
         pinned: false,
-        toServer: { add: (b, s, e) => link.toServer(b.subarray(s, e)), addBuffer: (b) => link.toServer(b) },
-        toClient: { add: (b, s, e) => link.toClient(b.subarray(s, e)), addBuffer: (b) => link.toClient(b) },
+        toServer: { add: (b, s, e) => link.toServer(b, s, e), addBuffer: (b) => link.toServer(b) },
+        toClient: { add: (b, s, e) => link.toClient(b, s, e), addBuffer: (b) => link.toClient(b) },
       };
       this.clients.set(link, entry);
       this.goneClients.register(link, entry.statements);
