@@ -439,7 +439,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
         this.extraParams.delete(key);
       }
     }
-    for (const [name, value] of this.sessionParams) this.out.addBuffer(parameterStatus(name, value));
+    this.paramsId = paramSetId(this.sessionParams, this.extraParams);
+    this.out.addBuffer(welcomeStatus(this.paramsId, this.sessionParams));
     this.key = this.ctx.issueKey(this, this.mode === 'session' ? this.server?.pid : undefined);
     this.out.addBuffer(backendKeyData(this.key.pid, this.key.secret));
     this.out.addBuffer(readyForQuery(TxStatus.idle));
@@ -935,6 +936,19 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     this.entry?.pinned.add(this);
     this.entry?.metrics.pin(reason);
   }
+}
+
+/** Encoded ParameterStatus messages of a welcome, per param-set id: new clients of a pool mostly share one. */
+const welcomeBlocks = new Map<number, Buffer>();
+
+function welcomeStatus(paramsId: number, params: ReadonlyMap<string, string>): Buffer {
+  let block = welcomeBlocks.get(paramsId);
+  if (block === undefined) {
+    if (welcomeBlocks.size >= 1024) welcomeBlocks.clear();
+    block = Buffer.concat([...params].map(([name, value]) => parameterStatus(name, value)));
+    welcomeBlocks.set(paramsId, block);
+  }
+  return block;
 }
 
 /** Puts a clean server back, after any cancel in flight for it is done (pgbouncer #223). */
