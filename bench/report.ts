@@ -2,6 +2,7 @@
 // of every issue-8 target against the numbers of this run.
 import type { RunOutcome } from './pgbench-runner.js';
 import { median } from './stats.js';
+import { FINDINGS, type FindingKey } from './findings.js';
 import type { TargetRole } from './targets.js';
 import type { Plan, Workload } from './workloads.js';
 
@@ -153,6 +154,8 @@ interface Check {
   target: string;
   measured: string;
   met: boolean | undefined;
+  /** Which explanation in findings.ts covers it when missed. */
+  finding: FindingKey;
 }
 
 function checks(results: WorkloadResult[]): Check[] {
@@ -165,12 +168,12 @@ function checks(results: WorkloadResult[]): Check[] {
       const id = `pg-${script}-c${clients}`;
       if (!byId.has(id)) continue;
       const ratio = pairedRatio(row(id, 'sluice'), row(id, 'pgbouncer'));
-      out.push({ target: `${id}: sluice TPS ≥ 1.0 × PgBouncer`, measured: ratio === undefined ? 'no ratio (a side failed)' : fmtRatio(ratio), met: verdict(ratio, (v) => v >= 1.0) });
+      out.push({ target: `${id}: sluice TPS ≥ 1.0 × PgBouncer`, measured: ratio === undefined ? 'no ratio (a side failed)' : fmtRatio(ratio), met: verdict(ratio, (v) => v >= 1.0), finding: 'pg-throughput' });
     }
   }
   if (byId.has('pg-select-prepared-c64')) {
     const ratio = pairedRatio(row('pg-select-prepared-c64', 'sluice'), row('pg-select-prepared-c64', 'direct'));
-    out.push({ target: 'pg-select-prepared-c64: sluice -M prepared ≥ 0.9 × direct', measured: ratio === undefined ? 'no ratio (a side failed)' : fmtRatio(ratio), met: verdict(ratio, (v) => v >= 0.9) });
+    out.push({ target: 'pg-select-prepared-c64: sluice -M prepared ≥ 0.9 × direct', measured: ratio === undefined ? 'no ratio (a side failed)' : fmtRatio(ratio), met: verdict(ratio, (v) => v >= 0.9), finding: 'pg-prepared' });
   }
   for (const result of results) {
     if (result.workload.kind !== 'pgbench') continue;
@@ -183,26 +186,27 @@ function checks(results: WorkloadResult[]): Check[] {
       target: `${result.workload.id}: sluice CPU / 1000 tx ≤ PgBouncer's`,
       measured: cs === undefined || cb === undefined ? 'no figure (a side failed)' : `${fmt(cs, 1)} vs ${fmt(cb, 1)} ms (${fmtRatio(cs / cb)})`,
       met: cs === undefined || cb === undefined ? undefined : cs <= cb,
+      finding: 'pg-cpu',
     });
   }
   for (const result of results) {
     if (result.workload.kind !== 'redis-benchmark' || result.workload.spec.clients > 500) continue;
     const ratio = pairedRatio(row(result.workload.id, 'sluice'), row(result.workload.id, 'twemproxy'));
-    out.push({ target: `${result.workload.id}: sluice ops/s ≥ 1.0 × twemproxy`, measured: ratio === undefined ? 'no ratio (a side failed)' : fmtRatio(ratio), met: verdict(ratio, (v) => v >= 1.0) });
+    out.push({ target: `${result.workload.id}: sluice ops/s ≥ 1.0 × twemproxy`, measured: ratio === undefined ? 'no ratio (a side failed)' : fmtRatio(ratio), met: verdict(ratio, (v) => v >= 1.0), finding: 'redis-throughput' });
   }
   for (const result of results) {
     if (result.workload.kind !== 'idle') continue;
     const sluice = result.idleRows.find((r) => r.name === 'sluice');
     const kib = sluice ? idlePerClientKiB(sluice) : undefined;
     const limit = result.workload.protocol === 'postgres' ? 4 : 3;
-    out.push({ target: `${result.workload.id}: sluice ≤ ${limit} KiB per idle client`, measured: kib === undefined ? `no figure${sluice?.error ? ` (${sluice.error})` : ''}` : `${kib.toFixed(2)} KiB`, met: verdict(kib, (v) => v <= limit) });
+    out.push({ target: `${result.workload.id}: sluice ≤ ${limit} KiB per idle client`, measured: kib === undefined ? `no figure${sluice?.error ? ` (${sluice.error})` : ''}` : `${kib.toFixed(2)} KiB`, met: verdict(kib, (v) => v <= limit), finding: result.workload.protocol === 'postgres' ? 'idle-postgres' : 'idle-redis' });
   }
   for (const id of ['pg-select-c2000', 'redis-get-c2000-p1']) {
     const s = row(id, 'sluice');
     if (!s) continue;
     const sum = summarise(s);
     const spread = sum.p50Ms && sum.p99Ms ? sum.p99Ms / sum.p50Ms : undefined;
-    out.push({ target: `${id}: sluice p99 ≤ 3 × p50`, measured: spread === undefined ? 'no figure (failed)' : `p50 ${fmtMs(sum.p50Ms)} ms, p99 ${fmtMs(sum.p99Ms)} ms (${spread.toFixed(2)}×)`, met: verdict(spread, (v) => v <= 3) });
+    out.push({ target: `${id}: sluice p99 ≤ 3 × p50`, measured: spread === undefined ? 'no figure (failed)' : `p50 ${fmtMs(sum.p50Ms)} ms, p99 ${fmtMs(sum.p99Ms)} ms (${spread.toFixed(2)}×)`, met: verdict(spread, (v) => v <= 3), finding: id.startsWith('pg') ? 'tail-postgres' : 'tail-redis' });
   }
   return out;
 }
@@ -226,7 +230,17 @@ export function renderResults(info: RunInfo, results: WorkloadResult[]): string 
     '| target | measured | met |',
     '| --- | --- | --- |',
   ];
-  for (const check of checks(results)) lines.push(`| ${cell(check.target)} | ${cell(check.measured)} | ${check.met === undefined ? 'n/a' : check.met ? 'yes' : '**no**'} |`);
+  const all = checks(results);
+  for (const check of all) lines.push(`| ${cell(check.target)} | ${cell(check.measured)} | ${check.met === undefined ? 'n/a' : check.met ? 'yes' : '**no**'} |`);
+  const missed = [...new Set(all.filter((c) => c.met === false).map((c) => c.finding))];
+  if (missed.length > 0) {
+    lines.push('', '## Targets missed in this run: what explains them, what would close them', '');
+    lines.push('From the profiles in bench/README.md (“What the profile shows”); the numbers above are this run’s.');
+    for (const key of missed) {
+      const names = all.filter((c) => c.met === false && c.finding === key).map((c) => c.target.split(':')[0]);
+      lines.push('', `**${FINDINGS[key].title}** (missed: ${names.join(', ')})`, '', FINDINGS[key].text);
+    }
+  }
   for (const result of results) {
     lines.push('', `## ${result.workload.id}`, '', `${result.workload.title} (${Math.round(result.elapsedS)} s).`);
     if (result.workload.note) lines.push('', result.workload.note);
