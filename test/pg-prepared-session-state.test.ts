@@ -35,7 +35,9 @@ class FakeLink implements TapLink {
   serverId: number | undefined;
   readonly clientSink = new Sink();
   readonly serverSink = new Sink();
+  pendingSyncs = 0;
   readonly pins: string[] = [];
+  readonly unpins: string[] = [];
   readonly counted: string[] = [];
   readonly errors: string[] = [];
   toClient(bytes: Buffer): void {
@@ -49,6 +51,9 @@ class FakeLink implements TapLink {
   }
   pin(reason: string): void {
     this.pins.push(reason);
+  }
+  unpin(reason: string): void {
+    this.unpins.push(reason);
   }
   error(_severity: string, sqlstate: string): void {
     this.errors.push(sqlstate);

@@ -488,6 +488,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     }
     this.beginReplay(server);
     this.flushServer();
+    // replies a tap answered at once for messages that waited for this server
+    this.flushClient();
   }
 
   /** Waiter: no server (acquire timeout, upstream unreachable, pool closed). */
@@ -725,6 +727,12 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   onServerChunkEnd(server: ServerConnection): void {
     if (server !== this.server) return;
+    const tap = this.ctx.tap;
+    if (tap?.serverChunkEnd) {
+      tap.serverChunkEnd(this);
+      // a tap may answer a server reply with a request of its own (a prepared-statement retry)
+      if (!this.toServerBox.empty) this.flushServer();
+    }
     this.flushClient();
     if (this.closeAfterFlush) {
       this.closeAfterFlush = false;
@@ -920,6 +928,14 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     this.pinReason = reason;
     this.entry?.pinned.add(this);
     this.entry?.metrics.pin(reason);
+  }
+
+  unpin(reason: string): void {
+    if (!this.pinned || this.mode === 'session') return;
+    this.pinned = false;
+    this.pinReason = '';
+    this.entry?.pinned.delete(this);
+    this.entry?.metrics.unpin(reason);
   }
 }
 
