@@ -138,7 +138,7 @@ export class Metrics {
   private readonly accepted = new Counter({ name: 'sluice_client_connections_accepted_total', help: 'Client connections accepted.', labelNames: LISTENER_LABELS, registers: [] });
   private readonly refused = new Counter({ name: 'sluice_client_connections_refused_total', help: 'Client connections refused, by reason (max_clients, shutting_down, paused).', labelNames: [...LISTENER_LABELS, 'reason'], registers: [] });
   private readonly serverOpened = new Counter({ name: 'sluice_server_connections_opened_total', help: 'Upstream connections opened.', labelNames: POOL_LABELS, registers: [] });
-  private readonly serverClosed = new Counter({ name: 'sluice_server_connections_closed_total', help: 'Upstream connections closed, by reason (idle, lifetime, error, reset-failed, retired, shutdown, resize).', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
+  private readonly serverClosed = new Counter({ name: 'sluice_server_connections_closed_total', help: 'Upstream connections closed, by reason (idle, lifetime, error, reset-failed, session-state, retired, shutdown, resize).', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly timeouts = new Counter({ name: 'sluice_timeouts_total', help: 'Timeouts fired, by the config key that sets them.', labelNames: [...LISTENER_LABELS, 'config_key'], registers: [] });
   private readonly errors = new Counter({ name: 'sluice_errors_total', help: 'Errors returned to clients, by kind (SQLSTATE class or Redis error prefix).', labelNames: [...LISTENER_LABELS, 'kind'], registers: [] });
   private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures.', labelNames: LISTENER_LABELS, registers: [] });

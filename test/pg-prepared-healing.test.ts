@@ -272,3 +272,20 @@ t.test('a Parse answered by sluice while the client waited for a server reaches 
   t.same(await Promise.race([stalled, reply]), ['1']);
   t.same(await c.run([serialize.bind({ statement: 'zwei' }), serialize.execute({}), serialize.sync()]), ['2', 'D 2', 'C SELECT 1', 'Z I']);
 });
+
+t.test('the session state of a pinned client that disconnects never reaches the next client of its server', async (t) => {
+  const sluice = await startListener(server, { pool_size: 1, timeouts: { acquire: '60s' } });
+  t.teardown(() => sluice.close());
+  const a = await connect(sluice.port);
+  await a.query('create temp table left_behind (x int)');
+  await a.query('select pg_advisory_lock(9191)');
+  await a.query('listen left_behind');
+  await a.end();
+  const b = await connect(sluice.port);
+  t.teardown(() => b.end());
+  const seen = await rejection(b.query('select * from pg_temp.left_behind'));
+  t.equal(seen.code, '42P01', 'no temp table of the previous client');
+  t.equal((await b.query('select count(*)::int as n from pg_locks where locktype = $1 and objid = 9191', ['advisory'])).rows[0].n, 0, 'no advisory lock of it');
+  t.equal((await b.query('select count(*)::int as n from pg_listening_channels()')).rows[0].n, 0, 'no LISTEN of it');
+  t.equal(await sample(sluice, 'sluice_server_connections_closed_total', { reason: 'session-state' }), 1, 'its server was closed, not reused');
+});

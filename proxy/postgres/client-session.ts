@@ -861,6 +861,13 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
    */
   private cleanupServer(server: ServerConnection, linkWasReady: boolean): void {
     const entry = this.entry as DatabasePool;
+    if (this.pinned && this.mode !== 'session') {
+      // pinned by session state (temp tables, advisory locks, LISTEN, settings): none of it may
+      // reach the next client, and no reset removes all of it without also dropping the
+      // statements sluice prepared there, so the connection goes
+      entry.pool.remove(server, 'session-state');
+      return;
+    }
     if (!linkWasReady) {
       // Nothing of the client's reached the server: only the SET batch's replies are owed.
       this.pendingSyncs = 0;
