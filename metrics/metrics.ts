@@ -25,6 +25,7 @@ export interface PoolMetrics {
   timeout(configKey: string): void;
   error(kind: string): void;
   pin(reason: string): void;
+  unpin(reason: string): void;
 }
 
 /** What prom-client's Registry reads from a metric at scrape time (its `get()` result). */
@@ -137,12 +138,13 @@ export class Metrics {
   private readonly accepted = new Counter({ name: 'sluice_client_connections_accepted_total', help: 'Client connections accepted.', labelNames: LISTENER_LABELS, registers: [] });
   private readonly refused = new Counter({ name: 'sluice_client_connections_refused_total', help: 'Client connections refused, by reason (max_clients, shutting_down, paused).', labelNames: [...LISTENER_LABELS, 'reason'], registers: [] });
   private readonly serverOpened = new Counter({ name: 'sluice_server_connections_opened_total', help: 'Upstream connections opened.', labelNames: POOL_LABELS, registers: [] });
-  private readonly serverClosed = new Counter({ name: 'sluice_server_connections_closed_total', help: 'Upstream connections closed, by reason (idle, lifetime, error, reset-failed, retired, shutdown, resize).', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
+  private readonly serverClosed = new Counter({ name: 'sluice_server_connections_closed_total', help: 'Upstream connections closed, by reason (idle, lifetime, error, reset-failed, session-state, retired, shutdown, resize).', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly timeouts = new Counter({ name: 'sluice_timeouts_total', help: 'Timeouts fired, by the config key that sets them.', labelNames: [...LISTENER_LABELS, 'config_key'], registers: [] });
   private readonly errors = new Counter({ name: 'sluice_errors_total', help: 'Errors returned to clients, by kind (SQLSTATE class or Redis error prefix).', labelNames: [...LISTENER_LABELS, 'kind'], registers: [] });
   private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures.', labelNames: LISTENER_LABELS, registers: [] });
   private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
   private readonly pins = new Counter({ name: 'sluice_pins_total', help: 'Clients pinned to a server, by reason.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
+  private readonly unpins = new Counter({ name: 'sluice_unpins_total', help: 'Pinned clients given back to transaction pooling because their session state is gone, by what ended it.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly commands = new Counter({ name: 'sluice_commands_total', help: 'Redis commands answered, by command family.', labelNames: [...LISTENER_LABELS, 'family'], registers: [] });
   private readonly reloads = new Counter({ name: 'sluice_config_reload_total', help: 'Config reloads, by result (success, failure).', labelNames: ['result'], registers: [] });
   // Histograms observed per transaction, query or command: plain-number recorders (see PlainHistogram).
@@ -155,7 +157,7 @@ export class Metrics {
     for (const metric of [
       this.clients, this.listenerClients, this.servers, this.dedicated, this.pinned, this.poolSize, this.oldestWait, this.upstreamUp,
       this.bytesReceived, this.bytesSent, this.transactions, this.queries, this.accepted, this.refused, this.serverOpened,
-      this.serverClosed, this.timeouts, this.errors, this.authFailures, this.cancels, this.pins, this.commands, this.reloads,
+      this.serverClosed, this.timeouts, this.errors, this.authFailures, this.cancels, this.pins, this.unpins, this.commands, this.reloads,
     ] as Metric[]) {
       this.registry.registerMetric(metric);
     }
@@ -185,6 +187,7 @@ export class Metrics {
       timeout: (configKey) => this.timeouts.inc({ protocol, pool, config_key: configKey }),
       error: (kind) => this.errors.inc({ protocol, pool, kind }),
       pin: (reason) => this.pins.inc({ ...labels, reason }),
+      unpin: (reason) => this.unpins.inc({ ...labels, reason }),
     };
   }
 

@@ -46,6 +46,7 @@ export function populatedMetrics(): Metrics {
     p.timeout('timeouts.acquire');
     p.error('57');
     p.pin('session');
+    p.unpin('unlisten');
     const l = metrics.forListener(protocol, pool);
     l.accepted();
     l.refused('max_clients');

@@ -35,7 +35,9 @@ class FakeLink implements TapLink {
   serverId: number | undefined;
   readonly clientSink = new Sink();
   readonly serverSink = new Sink();
+  pendingSyncs = 0;
   readonly pins: string[] = [];
+  readonly unpins: string[] = [];
   readonly counted: string[] = [];
   readonly errors: string[] = [];
   toClient(bytes: Buffer): void {
@@ -49,6 +51,9 @@ class FakeLink implements TapLink {
   }
   pin(reason: string): void {
     this.pins.push(reason);
+  }
+  unpin(reason: string): void {
+    this.unpins.push(reason);
   }
   error(_severity: string, sqlstate: string): void {
     this.errors.push(sqlstate);
@@ -153,4 +158,49 @@ t.test('messages that arrive before the client holds a server wait, then go out 
   tap.serverAssigned(link);
   t.match(link.serverSink.take().map(describeFrontend), [/^B {2}sluice_\w+$/, 'E', 'S'], 'same server: the statement is already there');
   t.same(link.clientSink.take().map(describeBackend), ['1'], 'its ParseComplete answered at once');
+});
+
+t.test('pins are a set: a removal ends only older state, only once it took effect, and only at idle', async (t) => {
+  const tap = tapFor();
+  const link = new FakeLink();
+  link.serverId = 4;
+  const run = (sql: string, replies: Buffer[]) => {
+    send(tap, link, [serialize.query(sql)]);
+    link.pendingSyncs++;
+    for (const r of replies) {
+      if (r[0] === 0x5a) link.pendingSyncs--;
+      if (!tap.fromServer(link, r[0], r, 0, r.length, true)) link.clientSink.addBuffer(r);
+    }
+    link.clientSink.take();
+  };
+  run('LISTEN a', [backend.commandComplete('LISTEN'), backend.readyForQuery('I')]);
+  run('SELECT pg_advisory_lock(1)', [backend.dataRow('x'), backend.commandComplete('SELECT 1'), backend.readyForQuery('I')]);
+  t.same(link.pins, ['listen', 'advisory-lock']);
+  t.same(tap.pinReasons(link).sort(), ['advisory-lock', 'listen']);
+  run('UNLISTEN *', [backend.commandComplete('UNLISTEN'), backend.readyForQuery('I')]);
+  t.same(tap.pinReasons(link), ['advisory-lock'], 'the lock still pins');
+  t.same(link.unpins, []);
+  // pipelined: the removal's ReadyForQuery comes before the later LISTEN's
+  send(tap, link, [serialize.query('SELECT pg_advisory_unlock_all()')]);
+  link.pendingSyncs++;
+  send(tap, link, [serialize.query('LISTEN b')]);
+  link.pendingSyncs++;
+  for (const r of [backend.commandComplete('SELECT 1'), backend.readyForQuery('I'), backend.commandComplete('LISTEN'), backend.readyForQuery('I')]) {
+    if (r[0] === 0x5a) link.pendingSyncs--;
+    tap.fromServer(link, r[0], r, 0, r.length, true);
+  }
+  t.same(tap.pinReasons(link), ['listen'], 'LISTEN b came after the unlock: it pins');
+  t.same(link.unpins, []);
+  run('BEGIN', [backend.commandComplete('BEGIN'), backend.readyForQuery('T')]);
+  run('UNLISTEN b', [backend.commandComplete('UNLISTEN'), backend.readyForQuery('T')]);
+  t.same(link.unpins, [], 'not before the transaction ends');
+  run('COMMIT', [backend.commandComplete('COMMIT'), backend.readyForQuery('I')]);
+  t.same(link.unpins, ['unlisten'], 'unpinned once it committed');
+  t.same(tap.pinReasons(link), []);
+  run('SET work_mem TO 64', [backend.commandComplete('SET'), backend.readyForQuery('I')]);
+  run('SET work_mem TO DEFAULT', [backend.commandComplete('SET'), backend.readyForQuery('I')]);
+  t.same(link.unpins, ['unlisten', 'reset'], 'SET … TO DEFAULT is a RESET');
+  run("SET role TO 'x'", [backend.commandComplete('SET'), backend.readyForQuery('I')]);
+  run('RESET ALL', [backend.commandComplete('RESET'), backend.readyForQuery('I')]);
+  t.same(tap.pinReasons(link), ['set'], 'RESET ALL leaves the role alone, so it still pins');
 });

@@ -13,7 +13,7 @@ import { AcquireTimeoutError, ConnectError, PoolClosedError, type SluiceError } 
 
 export type ServerState = 'opening' | 'idle' | 'active' | 'closed';
 
-export type CloseReason = 'idle' | 'lifetime' | 'error' | 'reset-failed' | 'retired' | 'shutdown' | 'resize';
+export type CloseReason = 'idle' | 'lifetime' | 'error' | 'reset-failed' | 'session-state' | 'retired' | 'shutdown' | 'resize';
 
 /** What the pool keeps on each connection it lends. Protocol code extends it. */
 export interface PooledConnection {

@@ -492,6 +492,8 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     }
     this.beginReplay(server);
     this.flushServer();
+    // replies a tap answered at once for messages that waited for this server
+    this.flushClient();
   }
 
   /** Waiter: no server (acquire timeout, upstream unreachable, pool closed). */
@@ -739,6 +741,12 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
 
   onServerChunkEnd(server: ServerConnection): void {
     if (server !== this.server) return;
+    const tap = this.ctx.tap;
+    if (tap?.serverChunkEnd) {
+      tap.serverChunkEnd(this);
+      // a tap may answer a server reply with a request of its own (a prepared-statement retry)
+      if (!this.toServerBox.empty) this.flushServer();
+    }
     this.flushClient();
     if (this.closeAfterFlush) {
       this.closeAfterFlush = false;
@@ -867,6 +875,13 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
    */
   private cleanupServer(server: ServerConnection, linkWasReady: boolean): void {
     const entry = this.entry as DatabasePool;
+    if (this.pinned && this.mode !== 'session') {
+      // pinned by session state (temp tables, advisory locks, LISTEN, settings): none of it may
+      // reach the next client, and no reset removes all of it without also dropping the
+      // statements sluice prepared there, so the connection goes
+      entry.pool.remove(server, 'session-state');
+      return;
+    }
     if (!linkWasReady) {
       // Nothing of the client's reached the server: only the SET batch's replies are owed.
       this.pendingSyncs = 0;
@@ -935,6 +950,14 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     this.pinReason = reason;
     this.entry?.pinned.add(this);
     this.entry?.metrics.pin(reason);
+  }
+
+  unpin(reason: string): void {
+    if (!this.pinned || this.mode === 'session') return;
+    this.pinned = false;
+    this.pinReason = '';
+    this.entry?.pinned.delete(this);
+    this.entry?.metrics.unpin(reason);
   }
 }
 

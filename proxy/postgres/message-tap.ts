@@ -15,6 +15,8 @@ export interface TapLink {
   readonly mode: 'session' | 'transaction' | 'statement';
   /** Id of the server the client holds now, undefined when none. */
   readonly serverId: number | undefined;
+  /** ReadyForQuery replies the client is owed for requests already counted (not the one being seen). */
+  readonly pendingSyncs: number;
   /**
    * Queues bytes[start..end) to the client in order with forwarded messages. Pass the received
    * buffer with offsets rather than a subarray: adjacent ranges of one buffer merge into one write.
@@ -26,6 +28,11 @@ export interface TapLink {
   countSent(type: number): void;
   /** Keeps the client on its server beyond the transaction (session state the pooler cannot replay). */
   pin(reason: string): void;
+  /**
+   * The session state that pinned the client is gone (`reason` says what ended it, for metrics):
+   * the server goes back to the pool at the next ReadyForQuery that finds the client idle.
+   */
+  unpin(reason: string): void;
   /** Sends an error to the client. */
   error(severity: Severity, sqlstate: string, message: string): void;
 }
@@ -39,4 +46,12 @@ export interface MessageTap {
   serverAssigned?(link: TapLink): void;
   /** The client gave its server back. */
   serverReleased?(link: TapLink): void;
+  /**
+   * Every message of one chunk from the client's server has been seen: replies the tap still owes
+   * (e.g. a synthesised ParseComplete due after the last CommandComplete of a batch that ends with
+   * Flush, which no later server message would push out) go to link.toClient now. Once per chunk.
+   */
+  serverChunkEnd?(link: TapLink): void;
+  /** A server connection closed (whoever held it): per-server state kept under its id can go. */
+  serverClosed?(serverId: number): void;
 }

@@ -130,6 +130,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
       close: (server, reason) => {
         this.log.debug({ database, user, server: server.id, reason }, 'closing server connection');
         server.terminate();
+        this.tap?.serverClosed?.(server.id);
       },
     };
     const options: PoolOptions = {

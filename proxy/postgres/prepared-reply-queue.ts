@@ -54,9 +54,12 @@ export interface Expectation {
 export interface ReplyHooks {
   /**
    * An ErrorResponse ended `failed` (an extended-protocol request). Returns a replacement
-   * ErrorResponse to write instead (e.g. with the client's statement name), or undefined.
+   * ErrorResponse to write instead (e.g. with the client's statement name), undefined to forward
+   * it, or 'retry' when the hooks have just sent the failed part of the batch again (only when
+   * `retrySafe`): then the error and the ReadyForQuery of the failed batch's Sync never reach
+   * the client, and the replies of the new attempt take their place.
    */
-  onError?(failed: Expectation, sqlstate: string, buf: Buffer, start: number, end: number, retrySafe: boolean): Buffer | undefined;
+  onError?(failed: Expectation, sqlstate: string, buf: Buffer, start: number, end: number, retrySafe: boolean): Buffer | 'retry' | undefined;
   /** A CommandComplete ended `entry` (Execute or a statement of a Query). */
   onCommandComplete?(entry: Expectation, buf: Buffer, start: number, end: number): void;
 }
@@ -66,6 +69,11 @@ let sequence = 0;
 /** A monotonic stamp for "sent before / after" comparisons across queues and maps. */
 export function nextSeq(): number {
   return ++sequence;
+}
+
+/** The last stamp handed out: entries pushed from now on get larger ones. */
+export function currentSeq(): number {
+  return sequence;
 }
 
 const RESULT_TYPES = new Uint8Array(256);
@@ -246,8 +254,17 @@ export class ReplyQueue {
     }
     if (!sawSync) this.skipping = true;
     for (let i = undone.length - 1; i >= 0; i--) undone[i].onUndo?.();
-    const retrySafe = this.resultsSinceReady === 0 && this.txStatus === TxStatus.idle;
+    // Safe to run the failed part again: nothing of this batch executed (no result reached the
+    // client), the batch began outside a transaction block (the error aborted only its implicit
+    // transaction), and its Sync is queued (the server resumes right after it).
+    const retrySafe = sawSync && this.resultsSinceReady === 0 && this.txStatus === TxStatus.idle;
     const replacement = this.hooks.onError?.(failed, sqlstateOf(buf, start, end), buf, start, end, retrySafe);
+    if (replacement === 'retry') {
+      // the head is the failed batch's Sync: its ReadyForQuery is not the client's any more
+      const sync = this.peek();
+      if (sync !== undefined) sync.action = 'swallow';
+      return false;
+    }
     if (replacement) {
       client.addBuffer(replacement);
       return false;

@@ -166,6 +166,14 @@ export interface HealReport {
   retrySafe: boolean;
 }
 
+/**
+ * Whoever can send the failed part of a batch again (the tap, which keeps a copy of the client's
+ * messages): returns true when it did, after the statement was healed on this server.
+ */
+export interface BatchRetrier {
+  retry(server: ServerStatements, failed: Expectation): boolean;
+}
+
 /** One server connection's prepared sluice statements (LRU, oldest first) and its reply queue. */
 export class ServerStatements implements ReplyHooks {
   /** Map order is LRU order: a touch deletes and re-inserts. */
@@ -179,6 +187,10 @@ export class ServerStatements implements ReplyHooks {
   atBatchBoundary = true;
   /** The last error healed on this server (tests and metrics). */
   lastHeal: HealReport | undefined;
+  /** Batches sent again after a heal, on this server. */
+  retries = 0;
+  /** Set by the tap for the client this server answers now; undefined: errors pass through. */
+  retrier: BatchRetrier | undefined;
   /** The client whose messages this server is answering (set by fromClient). */
   private client: ClientStatements | undefined;
 
@@ -233,19 +245,27 @@ export class ServerStatements implements ReplyHooks {
     this.closesOwed.length = 0;
   }
 
-  onError(failed: Expectation, sqlstate: string, buf: Buffer, start: number, end: number, retrySafe: boolean): Buffer | undefined {
+  onError(failed: Expectation, sqlstate: string, buf: Buffer, start: number, end: number, retrySafe: boolean): Buffer | 'retry' | undefined {
     const context = failed.context;
     if (!isStatementContext(context)) return undefined;
     const { statement, clientName } = context;
+    let healed = false;
     if (sqlstate === '26000') {
       // the server lost it (someone ran DEALLOCATE with its name): it is not prepared here
       this.forget(statement, false);
       this.lastHeal = { sqlstate, statement: statement.name, clientName, retrySafe };
+      healed = true;
     } else if (sqlstate === '0A000' && errorMessageOf(buf, start, end).includes('cached plan must not change result type')) {
       // DDL changed the result type: this name is stale everywhere; close it here, re-prepare fresh
       this.registry.retire(statement);
       this.forget(statement, true);
       this.lastHeal = { sqlstate, statement: statement.name, clientName, retrySafe };
+      healed = true;
+    }
+    // the heal is done: sending the request again now prepares the statement afresh
+    if (healed && retrySafe && this.retrier?.retry(this, failed)) {
+      this.retries++;
+      return 'retry';
     }
     // "prepared statement "sluice_…" does not exist / already exists": say the client's name
     const quoted = `"${statement.name}"`;
@@ -348,6 +368,20 @@ class DeallocateAll {
 
 /** Where requests go: the server's outbox (proxy/postgres/outbox.ts has this shape). */
 export type RequestSink = ReplySink;
+
+/** Whether a whole Bind or Describe message names one of the client's (renamed) statements. */
+export function namesClientStatement(client: ClientStatements, type: number, buf: Buffer, start: number, end: number): boolean {
+  if (client.names.size === 0) return false;
+  let at: number;
+  if (type === FrontendCode.bind) {
+    const portalEnd = cstringEnd(buf, start + 5, end);
+    if (portalEnd < 0) return false;
+    at = portalEnd + 1;
+  } else if (type === FrontendCode.describe && buf[start + 5] === 0x53) at = start + 6;
+  else return false;
+  const nameEnd = cstringEnd(buf, at, end);
+  return nameEnd > at && client.names.has(buf.toString('utf8', at, nameEnd));
+}
 
 const PARSE_COMPLETE = Buffer.from([BackendCode.parseComplete, 0, 0, 0, 4]);
 const CLOSE_COMPLETE = Buffer.from([BackendCode.closeComplete, 0, 0, 0, 4]);

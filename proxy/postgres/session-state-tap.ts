@@ -10,17 +10,34 @@
 //   server msg ─► fromServer ─► swallowed | written here (ends of requests the pooler ignores,
 //                               then the replies due after them) | left to the pooler (rows, COPY,
 //                               ReadyForQuery, CommandComplete, ParameterStatus, errors)
+//   chunk end  ─► serverChunkEnd ─► replies due after the chunk's last message (a batch ending in
+//                                   Flush gets no later server message that would push them out)
+//   server gone ─► serverClosed ─► its statement cache is dropped
+//
+// Self-healing: from the first Bind/Describe of a renamed statement in a batch (nothing executed
+// before it in that batch) to the batch's Sync, the client's messages are kept by reference
+// (bounded by MAX_RETRY_BYTES). When the server rejects the statement with 0A000 "cached plan
+// must not change result type" or 26000 (it lost the statement), the batch began outside a
+// transaction block and nothing was pipelined after its Sync, the statement is healed and the
+// failed part sent again at once; the server, skipping to that Sync, runs it right after:
+//
+//   client:  B(q) D E S                          server gets: B(sluice_1) D E S
+//   server:  E 0A000 … Z(I)   ── swallowed ──►   sluice sends: C(sluice_1) P(sluice_2) B(sluice_2) D E S
+//   server:  3 1 2 T D… C Z   ── 3 1 swallowed ► client gets: 2 T D… C Z
+//
+// Session pins: SessionPins (session-state.ts) per pinned client; its ReadyForQuery, errors and
+// ROLLBACK tags decide when a removal (UNLISTEN *, DISCARD ALL, …) took effect and the pin ends.
 //
 // Rewriting needs to know which server gets the message (what is prepared there), which in
 // transaction mode is decided only when the client acquires one — hence the holding.
 // In session mode the tap stays out of the way.
 import type { PostgresListenerConfig } from '../../config/schema.js';
 import type { MessageTap, TapLink } from './message-tap.js';
-import type { ReplySink } from './prepared-reply-queue.js';
-import { ClientStatements, ClientStream, fromClient, ServerStatements, StatementRegistry } from './prepared-statements.js';
+import { currentSeq, type Expectation, type ReplySink } from './prepared-reply-queue.js';
+import { type BatchRetrier, ClientStatements, ClientStream, fromClient, namesClientStatement, ServerStatements, StatementRegistry } from './prepared-statements.js';
 import { BackendCode, byteSet, FrontendCode } from './protocol-codes.js';
-import { firstPinReason } from './session-state.js';
-import { scanParseMessage, scanQueryMessage } from './sql-scan.js';
+import { firstPinReason, SessionPins } from './session-state.js';
+import { commandTagEffect, scanParseMessage, scanQueryMessage } from './sql-scan.js';
 
 /**
  * Server replies that end a request the pooler does not look at: after them a synthesised reply
@@ -43,6 +60,10 @@ const TAP_WRITES = byteSet(
 const CLIENT_PASS = byteSet(FrontendCode.copyData, FrontendCode.copyDone, FrontendCode.copyFail, FrontendCode.flush);
 
 const PLACEHOLDER = Buffer.alloc(0);
+/** Extended-protocol messages after which a batch has executed something (no retry past them). */
+const EXECUTES = byteSet(FrontendCode.bind, FrontendCode.execute, FrontendCode.query, FrontendCode.functionCall);
+/** Most client bytes kept per batch for a retry; a bigger batch is never retried. */
+export const MAX_RETRY_BYTES = 256 * 1024;
 
 interface HeldMessage {
   type: number;
@@ -51,12 +72,32 @@ interface HeldMessage {
   end: number;
 }
 
-interface ClientEntry {
+/**
+ * The client's messages of the batch in flight, from the first Bind/Describe of a renamed
+ * statement to the Sync, by reference (the framer's buffers are never reused), with the reply
+ * stamp before each so an error can be traced to the message it answers.
+ */
+interface RetryBatch {
+  messages: HeldMessage[];
+  /** currentSeq() before messages[i] was sent: its expectations have larger stamps. */
+  seqs: number[];
+  bytes: number;
+  /** Its Sync is in: nothing after it was sent yet (else the batch is dropped). */
+  complete: boolean;
+  retried: boolean;
+}
+
+interface ClientEntry extends BatchRetrier {
   statements: ClientStatements;
   stream: ClientStream;
   /** Messages that arrived while the client held no server. */
   held: HeldMessage[];
-  pinned: boolean;
+  /** Present once the client's SQL created session state (pin_on_session_state). */
+  pins: SessionPins | undefined;
+  /** The batch that may be sent again after a heal. */
+  batch: RetryBatch | undefined;
+  /** Nothing executed since the last Sync: a batch starting now can be retried from its start. */
+  batchFresh: boolean;
   toServer: ReplySink;
   toClient: ReplySink;
 }
@@ -81,11 +122,12 @@ export class SessionStateTap implements MessageTap {
   fromClient(link: TapLink, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean {
     if (link.mode === 'session') return false;
     const client = this.clientOf(link);
-    if (this.options.pinOnSessionState && !client.pinned && (type === FrontendCode.query || type === FrontendCode.parse)) {
-      const reason = firstPinReason(type === FrontendCode.query ? scanQueryMessage(buf, start, end) : scanParseMessage(buf, start, end));
-      if (reason) {
-        client.pinned = true;
-        link.pin(reason);
+    if (this.options.pinOnSessionState && (type === FrontendCode.query || type === FrontendCode.parse)) {
+      const effects = type === FrontendCode.query ? scanQueryMessage(buf, start, end) : scanParseMessage(buf, start, end);
+      if (effects !== undefined && (client.pins !== undefined || firstPinReason(effects) !== undefined)) {
+        client.pins ??= new SessionPins();
+        const reason = client.pins.sent(effects, link.pendingSyncs, type === FrontendCode.query);
+        if (reason) link.pin(reason);
       }
     }
     if (!this.options.preparedStatements) return false;
@@ -102,16 +144,31 @@ export class SessionStateTap implements MessageTap {
       return true;
     }
     // a long Query or CopyData arrives in pieces: the tap sees the first, the pooler streams the rest after it
-    fromClient(client.statements, client.stream, this.serverOf(link.serverId), type, buf, start, end, true, last, client.toServer, client.toClient);
+    this.send(client, this.serverOf(link.serverId), type, buf, start, end, last);
     link.countSent(type);
     return true;
   }
 
   fromServer(link: TapLink, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean {
-    if (link.mode === 'session' || !this.options.preparedStatements || link.serverId === undefined) return false;
-    const server = this.servers.get(link.serverId);
+    if (link.mode === 'session') return false;
     const client = this.clients.get(link);
-    if (server === undefined || client === undefined) return false;
+    if (client === undefined) return false;
+    const pins = client.pins;
+    if (pins !== undefined && (type === BackendCode.errorResponse || (type === BackendCode.commandComplete && commandTagEffect(buf, start, end) === 'rollback'))) pins.failed();
+    const taken = this.replyFromServer(link, client, type, buf, start, end, last);
+    if (pins !== undefined && type === BackendCode.readyForQuery && !taken) {
+      // a ReadyForQuery the client gets (not one of a batch sluice sent again)
+      const ended = pins.ready(buf[start + 5]);
+      if (ended !== undefined) link.unpin(ended);
+    }
+    return taken;
+  }
+
+  /** The prepared-statement side of fromServer: true when the tap wrote or swallowed the message. */
+  private replyFromServer(link: TapLink, client: ClientEntry, type: number, buf: Buffer, start: number, end: number, last: boolean): boolean {
+    if (!this.options.preparedStatements || link.serverId === undefined) return false;
+    const server = this.servers.get(link.serverId);
+    if (server === undefined) return false;
     const sink = client.toClient;
     if (!server.replies.classify(type, buf, start, end, sink)) {
       server.replies.drainLocal(sink);
@@ -123,6 +180,13 @@ export class SessionStateTap implements MessageTap {
     return true;
   }
 
+  serverChunkEnd(link: TapLink): void {
+    if (link.serverId === undefined) return;
+    const server = this.servers.get(link.serverId);
+    const client = this.clients.get(link);
+    if (server !== undefined && client !== undefined) server.replies.drainLocal(client.toClient);
+  }
+
   serverAssigned(link: TapLink): void {
     if (link.mode === 'session' || !this.options.preparedStatements || link.serverId === undefined) return;
     const server = this.serverOf(link.serverId);
@@ -130,13 +194,25 @@ export class SessionStateTap implements MessageTap {
     // without us, so what it holds is unknown
     if (!server.replies.idle) server.abandon();
     const client = this.clientOf(link);
+    server.retrier = client;
     const held = client.held;
     client.held = [];
-    for (const m of held) fromClient(client.statements, client.stream, server, m.type, m.buf, m.start, m.end, true, true, client.toServer, client.toClient);
+    for (const m of held) this.send(client, server, m.type, m.buf, m.start, m.end, true);
   }
 
   serverReleased(link: TapLink): void {
-    if (link.serverId !== undefined) this.servers.get(link.serverId)?.setClient(undefined);
+    if (link.serverId === undefined) return;
+    const server = this.servers.get(link.serverId);
+    if (server === undefined) return;
+    server.setClient(undefined);
+    server.retrier = undefined;
+  }
+
+  serverClosed(serverId: number): void {
+    const server = this.servers.get(serverId);
+    if (server === undefined) return;
+    this.servers.delete(serverId);
+    server.close();
   }
 
   /** The statements of a server (tests, SHOW). */
@@ -144,17 +220,59 @@ export class SessionStateTap implements MessageTap {
     return this.servers.get(serverId);
   }
 
+  /** Ids of the servers with per-server state (tests). */
+  serverIds(): number[] {
+    return [...this.servers.keys()];
+  }
+
+  /** Server connections with per-server state (tests: it must not grow as servers come and go). */
+  get serverCount(): number {
+    return this.servers.size;
+  }
+
+  /** Why a client is pinned now, or [] (tests, SHOW). */
+  pinReasons(link: TapLink): string[] {
+    return this.clients.get(link)?.pins?.reasons() ?? [];
+  }
+
+  /** One whole client message (or the first piece of a long one) to its server, kept for a retry when it belongs to a retryable batch. */
+  private send(client: ClientEntry, server: ServerStatements, type: number, buf: Buffer, start: number, end: number, last: boolean): void {
+    let batch = client.batch;
+    // anything after a recorded Sync would be answered before a retry of that batch
+    if (batch?.complete) batch = client.batch = undefined;
+    if (batch === undefined && client.batchFresh && last && namesClientStatement(client.statements, type, buf, start, end)) {
+      batch = client.batch = { messages: [], seqs: [], bytes: 0, complete: false, retried: false };
+    }
+    if (batch !== undefined) {
+      if (!last || batch.bytes + (end - start) > MAX_RETRY_BYTES) client.batch = undefined;
+      else {
+        batch.messages.push({ type, buf, start, end });
+        batch.seqs.push(currentSeq());
+        batch.bytes += end - start;
+        if (type === FrontendCode.sync) batch.complete = true;
+      }
+    }
+    // a Sync ends a batch, and so does a Query or FunctionCall (its own ReadyForQuery)
+    if (type === FrontendCode.sync || type === FrontendCode.query || type === FrontendCode.functionCall) client.batchFresh = true;
+    else if (EXECUTES[type] === 1) client.batchFresh = false;
+    fromClient(client.statements, client.stream, server, type, buf, start, end, true, last, client.toServer, client.toClient);
+  }
+
   private clientOf(link: TapLink): ClientEntry {
     let entry = this.clients.get(link);
     if (entry === undefined) {
-      entry = {
+      const created: ClientEntry = {
         statements: new ClientStatements(this.registry),
         stream: new ClientStream(),
         held: [],
-        pinned: false,
+        pins: undefined,
+        batch: undefined,
+        batchFresh: true,
         toServer: { add: (b, s, e) => link.toServer(b, s, e), addBuffer: (b) => link.toServer(b) },
         toClient: { add: (b, s, e) => link.toClient(b, s, e), addBuffer: (b) => link.toClient(b) },
+        retry: (server, failed) => retryBatch(created, server, failed),
       };
+      entry = created;
       this.clients.set(link, entry);
       this.goneClients.register(link, entry.statements);
     }
@@ -169,6 +287,25 @@ export class SessionStateTap implements MessageTap {
     }
     return server;
   }
+}
+
+/**
+ * After a healed error on `failed`: sends the client's batch again from the message that failed,
+ * when nothing in the batch before it executed and nothing was sent after the batch's Sync.
+ */
+function retryBatch(client: ClientEntry, server: ServerStatements, failed: Expectation): boolean {
+  const batch = client.batch;
+  if (batch === undefined || !batch.complete || batch.retried || failed.seq === undefined) return false;
+  let from = batch.seqs.length - 1;
+  while (from >= 0 && batch.seqs[from] >= failed.seq) from--;
+  if (from < 0) return false;
+  for (let i = 0; i < from; i++) if (EXECUTES[batch.messages[i].type] === 1) return false;
+  batch.retried = true;
+  for (let i = from; i < batch.messages.length; i++) {
+    const m = batch.messages[i];
+    fromClient(client.statements, client.stream, server, m.type, m.buf, m.start, m.end, true, true, client.toServer, client.toClient);
+  }
+  return true;
 }
 
 /**

@@ -530,7 +530,8 @@ export type CommandTagEffect =
   | 'prepare'
   | 'declare-cursor'
   | 'close-cursor'
-  | 'close-cursor-all';
+  | 'close-cursor-all'
+  | 'rollback';
 
 const TAGS: [Buffer, CommandTagEffect][] = (
   [
@@ -548,6 +549,8 @@ const TAGS: [Buffer, CommandTagEffect][] = (
     ['DECLARE CURSOR', 'declare-cursor'],
     ['CLOSE CURSOR', 'close-cursor'],
     ['CLOSE CURSOR ALL', 'close-cursor-all'],
+    // also ROLLBACK TO SAVEPOINT, and COMMIT of a failed transaction
+    ['ROLLBACK', 'rollback'],
   ] as const
 ).map(([tag, effect]) => [Buffer.from(`${tag}\0`, 'latin1'), effect]);
 const TAG_FIRST_BYTES = new Uint8Array(256);
