@@ -175,14 +175,19 @@ async function runIdle(workload: Extract<Workload, { kind: 'idle' }>, slots: Tar
 
 /**
  * One short pass through every target before the first measured round, so the first round
- * does not pay for opening pools (PgBouncer and sluice open server connections lazily).
+ * does not pay for opening pools (PgBouncer and sluice open server connections lazily) or, for
+ * Redis, for V8 compiling sluice's hot path: a probe alone left that to round 1 of the first
+ * workload, which then ran at a fraction of its later rounds (redis-get-c50-p1 r1 3 968 ops/s,
+ * r3 42 194, same run), a cost the C anchors never pay.
  */
 async function warmUp(slots: TargetSlot[], protocol: 'postgres' | 'redis', poolSize: number): Promise<void> {
   for (const slot of slots) {
     const { target } = await slot.ensure();
     if (target.skipped || target.failure()) continue;
-    if (protocol === 'redis') await probeRedis(target.host, target.port);
-    else await runPgbench(target.host, target.port, { script: 'select', protocol: 'simple', clients: poolSize, connectPerTransaction: false, transactions: poolSize * 50 });
+    if (protocol === 'redis') {
+      await probeRedis(target.host, target.port);
+      for (const command of ['get', 'set'] as const) await runRedisBenchmark(target.host, target.port, { command, clients: 50, pipeline: 1, requests: 10_000 });
+    } else await runPgbench(target.host, target.port, { script: 'select', protocol: 'simple', clients: poolSize, connectPerTransaction: false, transactions: poolSize * 50 });
   }
   log(`warmed up ${slots.map((s) => s.name).join(', ')}`);
 }

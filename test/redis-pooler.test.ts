@@ -58,10 +58,13 @@ t.teardown(async () => {
   await redis?.stop();
 });
 
-/** Upstream connections on the server other than the one asking. */
+/**
+ * Upstream connections sluice logged in on the server (other than the one asking). The readiness
+ * probe's TCP checks (proxy/upstream-probe.ts) connect and close without a command: `cmd=NULL`.
+ */
 async function serverConnections(direct: Redis): Promise<number> {
   const list = (await direct.client('LIST')) as string;
-  return list.split('\n').filter((line) => line.includes('id=') && !line.includes('cmd=client|list')).length;
+  return list.split('\n').filter((line) => line.includes('id=') && !line.includes('cmd=client|list') && !line.includes('cmd=NULL')).length;
 }
 
 t.test('redis-benchmark with 200 clients pipelining 16 runs without errors on at most pool_size upstream connections', async (t) => {

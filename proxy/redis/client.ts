@@ -17,6 +17,7 @@ import type { Socket } from 'node:net';
 import type { ListenerTotals } from '../listener.js';
 import type { Pool, Waiter } from '../pool/pool.js';
 import type { SluiceError } from '../errors.js';
+import { keep, readInto } from './client-input.js';
 import { classify, FORWARDED_CLIENT_SUBCOMMANDS, REFUSED_CLIENT_SUBCOMMANDS } from './command-table.js';
 import { commandFamily, errorKind } from './metric-labels.js';
 import { RequestFramer, type RequestKind, type RespLimits } from './resp-framer.js';
@@ -33,6 +34,12 @@ export type StallReason = 'replies' | 'dedicated' | 'server';
 /** What a client needs from its listener. */
 export interface ClientHost {
   readonly limits: RespLimits;
+  /**
+   * The framer every client uses between requests: framing state only matters in the middle of
+   * a request, so an idle client holds none. A client whose read ends mid-request takes this
+   * one as its own and the host makes another.
+   */
+  sharedFramer: RequestFramer;
   readonly totals: ListenerTotals;
   readonly defaultDb: number;
   readonly draining: boolean;
@@ -67,10 +74,42 @@ const QUERY_BUFFER_LIMIT_BYTES = 1024 * 1024 * 1024;
 const SHUTTING_DOWN = errorReply('ERR sluice is shutting down');
 const WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
 
+/** The client a socket carries, so one set of socket handlers serves every client (no closures per client). */
+const CLIENT = Symbol('sluice.redis.client');
+type ClientSocket = Socket & { [CLIENT]: RedisClient };
+
+function onSocketInput(this: Socket, chunk: Buffer): void {
+  (this as ClientSocket)[CLIENT].onData(chunk);
+}
+
+function onSocketError(this: Socket): void {
+  this.destroy();
+}
+
+function onSocketClose(this: Socket): void {
+  (this as ClientSocket)[CLIENT].onClose();
+}
+
+/** Commands of a pipeline repeat: the family lookup runs once per change of name, across clients. */
+let familyName = '';
+let familyIndex = -1;
+
+function familyOf(name: string): number {
+  if (name !== familyName) {
+    familyName = name;
+    familyIndex = commandFamily(name);
+  }
+  return familyIndex;
+}
+
+// Memory per idle client is an issue-8 target (≤ 3 KiB, where a bare Node socket costs ~3.4 KiB):
+// state that only some clients need (a framer mid-request, held input, addresses for CLIENT LIST)
+// is created when needed, and the socket's handlers are shared functions.
 export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   state: ClientState = 'open';
   readonly createdAtMs = Date.now();
-  lastActivityMs = Date.now();
+  /** performance.now() of the last read from the client. */
+  lastActivityMs = performance.now();
   name: string | null = null;
   libName = '';
   libVer = '';
@@ -90,17 +129,17 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   private subscriptions: Subscriptions | null = null;
   stalled: StalledRequest | null = null;
   lastCommand = 'NULL';
-  readonly addr: string;
-  readonly laddr: string;
+  private addresses: { addr: string; laddr: string } | null = null;
 
-  private readonly framer: RequestFramer;
-  /** Pieces of a request that has not ended yet. */
-  private partial: Buffer[] = [];
+  /** Own framer only while a request is unfinished; otherwise the host's shared one. */
+  private framer: RequestFramer | null = null;
+  /** Pieces (copies) of a request that has not ended yet. */
+  private partial: Buffer[] | null = null;
   private partialBytes = 0;
   private pool: SharedPool | null = null;
   private poolGeneration = -1;
-  /** Input not yet processed because the client is stalled. */
-  private held: Buffer[] = [];
+  /** Input (copies) not yet processed because the client is stalled. */
+  private held: Buffer[] | null = null;
   private finalReply: Buffer | null = null;
   private settleScheduled = false;
   private acquiring = false;
@@ -108,26 +147,35 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   /** Draining: new requests get SHUTTING_DOWN instead of being dropped. */
   private refusing = false;
   private pendingRefusals = 0;
-  /** Command family of the request being routed (metric-labels.ts), and a one-entry cache of the lookup. */
+  /** Command family of the request being routed (metric-labels.ts). */
   private family = -1;
-  private familyName = '';
-  private familyIndex = -1;
-  private readonly settleBound = () => this.settle();
 
+  /** `socket` comes from a server created with `noDelay: true`. */
   constructor(
     readonly id: number,
     private readonly socket: Socket,
     private readonly host: ClientHost,
   ) {
-    this.framer = new RequestFramer(host.limits);
     this.authed = !host.requiresAuth();
     this.db = host.defaultDb;
-    this.addr = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.laddr = `${socket.localAddress}:${socket.localPort}`;
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', () => socket.destroy());
-    socket.on('close', () => this.onClose());
+    (socket as ClientSocket)[CLIENT] = this;
+    readInto(socket, onSocketInput);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
+  }
+
+  /** Peer address, as CLIENT LIST shows it (looked up on first use: most clients are never listed). */
+  get addr(): string {
+    return this.addressesOf().addr;
+  }
+
+  get laddr(): string {
+    return this.addressesOf().laddr;
+  }
+
+  private addressesOf(): { addr: string; laddr: string } {
+    this.addresses ??= { addr: `${this.socket.remoteAddress}:${this.socket.remotePort}`, laddr: `${this.socket.localAddress}:${this.socket.localPort}` };
+    return this.addresses;
   }
 
   /** The client's pool is waiting (for a dedicated connection or the server), not merely slow. */
@@ -137,18 +185,20 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
 
   // ── Input ────────────────────────────────────────────────────────────────────────────────
 
-  private onData(chunk: Buffer): void {
+  /** One read from the client; `chunk` may be a view of a buffer reused by the next read (client-input.ts). */
+  onData(chunk: Buffer): void {
     this.host.totals.bytesReceived += chunk.length;
-    this.lastActivityMs = Date.now();
+    const now = performance.now();
+    this.lastActivityMs = now;
     if (this.state !== 'open') {
       if (this.state === 'closing' && this.refusing) this.refuse(chunk);
       return;
     }
     if (this.stalled !== null) {
-      this.held.push(chunk);
+      (this.held ??= []).push(keep(chunk));
       return;
     }
-    this.consume(chunk);
+    this.consume(chunk, now);
   }
 
   /**
@@ -157,27 +207,33 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
    * unread would make the close a reset.
    */
   private refuse(chunk: Buffer): void {
+    const framer = this.framer ?? this.host.sharedFramer;
     let pos = 0;
     while (pos < chunk.length) {
       let end: number;
       try {
-        end = this.framer.next(chunk, pos);
+        end = framer.next(chunk, pos);
       } catch {
+        this.dropFramer(framer);
         this.refusing = false;
         return;
       }
-      if (end < 0) return;
-      if (this.framer.kind !== 'empty') {
+      if (end < 0) break;
+      if (framer.kind !== 'empty') {
         if (this.outstanding > 0) this.pendingRefusals++;
         else this.reply(SHUTTING_DOWN);
       }
       pos = end;
     }
+    this.keepFramer(framer);
   }
 
-  /** Frames and routes every request in `chunk`; returns false when it stalled (the rest is held). */
-  private consume(chunk: Buffer): boolean {
-    const framer = this.framer;
+  /**
+   * Frames and routes every request in `chunk` (`now`: performance.now() of this read); returns
+   * false when it stalled (the rest is held).
+   */
+  private consume(chunk: Buffer, now: number): boolean {
+    const framer = this.framer ?? this.host.sharedFramer;
     const len = chunk.length;
     let pos = 0;
     let runTarget: Upstream | null = null;
@@ -187,13 +243,15 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       try {
         end = framer.next(chunk, pos);
       } catch (err) {
-        if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+        if (runTarget !== null) runTarget.write(chunk, runStart, pos);
+        this.dropFramer(framer);
         this.protocolError((err as Error).message);
         return false;
       }
       if (end < 0) {
-        if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
-        this.partial.push(pos === 0 ? chunk : chunk.subarray(pos));
+        if (runTarget !== null) runTarget.write(chunk, runStart, pos);
+        this.keepFramer(framer);
+        (this.partial ??= []).push(keep(chunk.subarray(pos)));
         this.partialBytes += len - pos;
         if (this.partialBytes > QUERY_BUFFER_LIMIT_BYTES) {
           // Each element is under max_bulk_bytes, but a request is held whole until it ends.
@@ -203,37 +261,60 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
         return true;
       }
       // The hot path: a complete ordinary command, for a shared connection. Consecutive ones go
-      // out as one slice of the read buffer.
-      if (this.partial.length === 0 && framer.kind === 'array' && this.authed && this.dedicated === null && classify(framer.name) === 'shared') {
-        const target = this.bound ?? this.pickShared();
-        if (target !== runTarget) {
-          if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
-          runTarget = target;
-          runStart = pos;
+      // out as one run of the read buffer (copied once into the connection's output).
+      if (this.partial === null && framer.kind === 'array' && this.authed && this.dedicated === null) {
+        const name = framer.name;
+        if (classify(name) === 'shared') {
+          const target = this.bound ?? this.pickShared();
+          if (target !== runTarget) {
+            if (runTarget !== null) runTarget.write(chunk, runStart, pos);
+            runTarget = target;
+            runStart = pos;
+          }
+          target.expect(this, 'reply', familyOf(name), now);
+          this.outstanding++;
+          pos = end;
+          continue;
         }
-        target.expect(this, 'reply', this.familyOf(framer.name));
-        this.outstanding++;
-        pos = end;
-        continue;
       }
-      if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+      if (runTarget !== null) runTarget.write(chunk, runStart, pos);
       runTarget = null;
       let raw: Buffer[];
-      if (this.partial.length > 0) {
+      if (this.partial !== null) {
         this.partialBytes = 0;
         raw = this.partial;
         raw.push(chunk.subarray(pos, end));
-        this.partial = [];
+        this.partial = null;
       } else raw = [chunk.subarray(pos, end)];
       const name = framer.kind === 'array' ? framer.name : '';
       if (!this.handle(raw, framer.kind, name)) {
-        if (end < len && this.state === 'open') this.held.unshift(chunk.subarray(end));
+        if (end < len && this.state === 'open') (this.held ??= []).unshift(keep(chunk.subarray(end)));
+        this.keepFramer(framer);
         return false;
       }
       pos = end;
     }
-    if (runTarget !== null) runTarget.write(chunk.subarray(runStart, pos));
+    if (runTarget !== null) runTarget.write(chunk, runStart, pos);
+    this.keepFramer(framer);
     return true;
+  }
+
+  /**
+   * After framing a read: a client in the middle of a request keeps the framer that holds its
+   * state (taking the shared one if it was that); a client between requests needs none.
+   */
+  private keepFramer(framer: RequestFramer): void {
+    if (framer.atBoundary) this.framer = null;
+    else if (framer !== this.framer) {
+      this.framer = framer;
+      this.host.sharedFramer = new RequestFramer(this.host.limits);
+    }
+  }
+
+  /** A framer that threw is in no state to frame anything again. */
+  private dropFramer(framer: RequestFramer): void {
+    if (framer === this.host.sharedFramer) this.host.sharedFramer = new RequestFramer(this.host.limits);
+    this.framer = null;
   }
 
   private pickShared(): Upstream {
@@ -261,7 +342,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       raw = [encodeRequest(args)];
     }
     const cls = classify(name);
-    this.family = this.familyOf(name);
+    this.family = familyOf(name);
     const argv = (): Buffer[] => {
       if (args === null) args = requestArgs(raw.length === 1 ? raw[0] : Buffer.concat(raw));
       return args;
@@ -365,15 +446,6 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     return true;
   }
 
-  /** Pipelines repeat one command: the family lookup runs once per change of name, not per request. */
-  private familyOf(name: string): number {
-    if (name !== this.familyName) {
-      this.familyName = name;
-      this.familyIndex = commandFamily(name);
-    }
-    return this.familyIndex;
-  }
-
   private reply(buf: Buffer): void {
     const kind = errorKind(buf, 0, buf.length);
     if (kind !== null) this.host.errorReplied(kind);
@@ -383,7 +455,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   }
 
   private stall(raw: Buffer[], kind: RequestKind, name: string, reason: StallReason): false {
-    this.stalled = { raw, kind, name, reason };
+    // The request may be a view of the shared read buffer: keep a copy.
+    this.stalled = { raw: raw.map(keep), kind, name, reason };
     this.socket.pause();
     return false;
   }
@@ -395,10 +468,12 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     this.stalled = null;
     if (error !== undefined) this.reply(error);
     else if (!this.handle(stalled.raw, stalled.kind, stalled.name)) return;
-    while (this.held.length > 0 && this.stalled === null && this.state === 'open') {
-      const chunk = this.held.shift() as Buffer;
-      if (!this.consume(chunk)) return;
+    const held = this.held;
+    while (held !== null && held.length > 0 && this.stalled === null && this.state === 'open') {
+      const chunk = held.shift() as Buffer;
+      if (!this.consume(chunk, performance.now())) return;
     }
+    if (held !== null && held.length === 0 && this.held === held) this.held = null;
     if (this.stalled === null && this.state === 'open') this.socket.resume();
   }
 
@@ -467,7 +542,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     this.bound = null;
     if (!this.settleScheduled && (this.stalled !== null || this.dedicated !== null || this.state === 'closing' || this.host.draining)) {
       this.settleScheduled = true;
-      queueMicrotask(this.settleBound);
+      queueMicrotask(() => this.settle());
     }
   }
 
@@ -823,6 +898,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   /** A CLIENT LIST line in the server's format (the fields a client library reads). */
   describe(): string {
     const now = Date.now();
+    const idleMs = performance.now() - this.lastActivityMs;
     const flags = `${this.subscribed ? 'P' : ''}${this.inMulti ? 'x' : ''}` || 'N';
     return [
       `id=${this.id}`,
@@ -831,7 +907,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
       'fd=-1',
       `name=${this.name ?? ''}`,
       `age=${Math.floor((now - this.createdAtMs) / 1000)}`,
-      `idle=${Math.floor((now - this.lastActivityMs) / 1000)}`,
+      `idle=${Math.floor(idleMs / 1000)}`,
       `flags=${flags}`,
       `db=${this.db}`,
       `sub=${this.subscribed ? 1 : 0}`,
@@ -871,13 +947,13 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     // A request held back (stalled) and what arrived behind it were accepted but never sent:
     // each is refused in its turn.
     const held = this.held;
-    this.held = [];
+    this.held = null;
     if (this.stalled !== null) {
       this.stalled = null;
       if (this.outstanding > 0) this.pendingRefusals++;
       else this.reply(SHUTTING_DOWN);
     }
-    for (const chunk of held) this.refuse(chunk);
+    if (held !== null) for (const chunk of held) this.refuse(chunk);
     this.refusing = true;
     this.closeWhenIdle(null);
     this.socket.resume();
@@ -893,8 +969,8 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
   }
 
   private protocolError(message: string): void {
-    this.partial = [];
-    this.held = [];
+    this.partial = null;
+    this.held = null;
     this.closeWhenIdle(errorReply(`ERR ${message}`));
   }
 
@@ -903,7 +979,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     this.state = 'closing';
     this.finalReply = finalReply;
     this.stalled = null;
-    this.held = [];
+    this.held = null;
     this.socket.pause();
     if (this.acquiring && this.host.dedicatedPool(this.user).cancel(this)) this.acquiring = false;
     if (this.outstanding === 0 || this.subscribed) this.finishClosing();
@@ -922,12 +998,13 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     this.socket.resume();
   }
 
-  private onClose(): void {
+  /** The socket closed (its shared handler calls this). */
+  onClose(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.stalled = null;
-    this.held = [];
-    this.partial = [];
+    this.held = null;
+    this.partial = null;
     if (this.acquiring && this.host.dedicatedPool(this.user).cancel(this)) this.acquiring = false;
     if (this.dedicated !== null) {
       const conn = this.dedicated;

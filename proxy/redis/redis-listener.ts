@@ -9,7 +9,7 @@ import { bindServer, type Listener, type ListenerDeps, type ListenerSnapshot, ty
 import { type CloseReason, Pool } from '../pool/pool.js';
 import { type ClientHost, RedisClient, sameSecret } from './client.js';
 import { COMMAND_FAMILIES } from './metric-labels.js';
-import type { RespLimits } from './resp-framer.js';
+import { RequestFramer, type RespLimits } from './resp-framer.js';
 import type { RespVersion } from './resp-values.js';
 import { SharedPool, type SharedPoolOptions } from './shared-pool.js';
 import { type ServerInfo, Upstream, type UpstreamMetrics } from './upstream.js';
@@ -27,6 +27,7 @@ class RedisListener implements Listener, ClientHost {
   readonly name: string;
   readonly totals: ListenerTotals = { bytesReceived: 0, bytesSent: 0, transactions: 0, queries: 0 };
   readonly limits: RespLimits;
+  sharedFramer: RequestFramer;
   draining = false;
   poolGeneration = 0;
 
@@ -51,6 +52,7 @@ class RedisListener implements Listener, ClientHost {
     this.config = config;
     this.name = config.name;
     this.limits = limitsOf(config);
+    this.sharedFramer = new RequestFramer(this.limits);
     this.metrics = deps.metrics.forListener('redis', config.name);
     this.upstreamMetrics = {
       commands: deps.metrics.commandFamilies('redis', config.name, COMMAND_FAMILIES),
@@ -362,7 +364,8 @@ class RedisListener implements Listener, ClientHost {
   }
 
   private sweepIdle(idleMs: number): void {
-    const now = Date.now();
+    // Clients stamp activity with performance.now() (client.ts onData).
+    const now = performance.now();
     for (const client of [...this.clientSet]) {
       // Like Redis's `timeout`: pub/sub clients and clients waiting on a reply are not idle.
       if (client.outstanding > 0 || client.subscribed || client.stalled !== null) continue;
