@@ -114,7 +114,8 @@ export interface ListenerMetrics {
   accepted(): void;
   refused(reason: string): void;
   authFailed(): void;
-  cancel(result: 'forwarded' | 'dropped'): void;
+  /** relayed: with workers > 1, passed to the worker that issued the key, which then counts it forwarded or dropped. */
+  cancel(result: 'forwarded' | 'dropped' | 'relayed'): void;
   timeout(configKey: string): void;
   error(kind: string): void;
   command(family: string, seconds: number): void;
@@ -147,7 +148,7 @@ export class Metrics {
   private readonly timeouts = new Counter({ name: 'sluice_timeouts_total', help: 'Timeouts fired, by the config key that sets them.', labelNames: [...LISTENER_LABELS, 'config_key'], registers: [] });
   private readonly errors = new Counter({ name: 'sluice_errors_total', help: 'Errors returned to clients, by kind (SQLSTATE class or Redis error prefix).', labelNames: [...LISTENER_LABELS, 'kind'], registers: [] });
   private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures.', labelNames: LISTENER_LABELS, registers: [] });
-  private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
+  private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped, relayed).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
   private readonly pins = new Counter({ name: 'sluice_pins_total', help: 'Clients pinned to a server, by reason.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly commands = new Counter({ name: 'sluice_commands_total', help: 'Redis commands answered, by command family.', labelNames: [...LISTENER_LABELS, 'family'], registers: [] });
   private readonly reloads = new Counter({ name: 'sluice_config_reload_total', help: 'Config reloads, by result (success, failure).', labelNames: ['result'], registers: [] });

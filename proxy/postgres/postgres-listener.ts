@@ -264,6 +264,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
   cancel(pid: number, secret: number): void {
     const seat = this.deps.worker;
     if (seat && secret > 0 && secret % seat.count !== seat.index) {
+      this.metrics.cancel('relayed');
       seat.forwardCancel(secret % seat.count, this.name, pid, secret);
       return;
     }
