@@ -42,6 +42,7 @@ postgres:
     pool_mode: transaction
     pool_size: ${poolSize}
     auth_method: trust
+    admin_users: [${PG_USERS.superuser.name}]
 redis:
   - name: cache
     listen: 127.0.0.1:${redisPort}
@@ -206,6 +207,15 @@ t.test('SIGHUP re-reads the config in the primary and every worker applies its s
   });
   t.equal(reloads, logged.length, 'each reload counted once, by the primary, not once per worker');
   t.ok(logged.every((l) => l.worker === undefined), 'workers apply the pushed config without re-reading or re-logging it');
+});
+
+t.test('the admin console shows the worker it landed on (its share of pool_size); RELOAD there reloads through the primary', async (t) => {
+  const rows = (await psqlThrough(pgPort, 'SHOW POOLS', {}, PG_USERS.superuser.name, 'sluice')).split('\n').map((line) => line.split('|'));
+  const mine = rows.find((row) => row[0] === database);
+  t.equal(mine?.[14], '3', 'pool_size 6 over two workers: this worker’s share is 3');
+  t.equal(await psqlThrough(pgPort, 'RELOAD', {}, PG_USERS.superuser.name, 'sluice'), '', 'RELOAD answered with its command tag');
+  await waitFor('the primary reloading for the worker', () => sluice.logs.some((l) => l.msg === 'config reloaded' && l.trigger === 'admin RELOAD' && l.worker === undefined));
+  t.ok(sluice.logs.some((l) => l.msg === 'config reloaded' && l.trigger === 'admin RELOAD'), 'the reload ran in the primary, which hands it to every worker');
 });
 
 t.test('a worker that dies is forked again in its slot; /readyz comes back once it runs', async (t) => {
