@@ -1,6 +1,7 @@
 // The benchmark suite's entry point (npm run bench): starts the servers and targets, runs every
 // workload in alternating rounds, writes bench/RESULTS.md, and stops everything it started.
-//   node dist/bench/run.js [--quick] [--only pg-select,redis-get] [--rounds N] [--out FILE] [--no-sluice]
+//   node dist/bench/run.js [--quick] [--only pg-select,redis-get] [--rounds N] [--out FILE] [--no-sluice] [--workers]
+// --workers adds sluice with `workers: 2` (target sluice-w2) on pg-select-c64, pg-tpcb-c64 and redis-get-c500-p1.
 // A full run writes bench/RESULTS.md; --quick and --only write bench/RESULTS.partial.md (git-ignored).
 import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { openIdlePostgresClients, openIdleRedisClients } from './idle-clients.js
 import { runPgbench } from './pgbench-runner.js';
 import { loadAverage, residentKiB, totalCpuTimes } from './process-usage.js';
 import { probeRedis, runRedisBenchmark } from './redis-benchmark-runner.js';
-import { type IdleRow, renderResults, type RunInfo, type TargetRow, type WorkloadResult, summarise } from './report.js';
+import { type IdleRow, pairedRatio, renderResults, type RunInfo, type TargetRow, type WorkloadResult, summarise } from './report.js';
 import {
   commandVersion,
   fdLimit,
@@ -119,6 +120,11 @@ async function runThroughput(workload: Exclude<Workload, { kind: 'idle' }>, slot
       log(`${workload.id} r${round + 1} ${slot.name}: ${outcome.rate?.toFixed(0) ?? '-'}/s p50 ${outcome.p50Ms?.toFixed(2) ?? '-'} p99 ${outcome.p99Ms?.toFixed(2) ?? '-'} cpu ${cpuMs ?? '-'}ms (user ${cpuUserMs ?? '-'})${outcome.error ? ` ERROR ${outcome.error}` : ''}`);
     }
   }
+  // sluice-w2 against single-worker sluice, same round: the figure the workers option is about.
+  const single = rows.get('sluice');
+  const multi = rows.get('sluice-w2');
+  const ratio = multi && !multi.excluded && !multi.skipped ? pairedRatio(multi, single) : undefined;
+  if (multi && ratio !== undefined) multi.notes.push(`${ratio.toFixed(2)}× single-worker sluice (median of same-round ratios)`);
   return [...rows.values()].map((row) => {
     if (row.skipped) row.samples = [];
     return row;
@@ -229,10 +235,11 @@ async function main(): Promise<void> {
       rounds: { type: 'string' },
       out: { type: 'string' },
       'no-sluice': { type: 'boolean' },
+      workers: { type: 'boolean' },
     },
   });
   const only = (values.only ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  const plan = makePlan(values.quick ? 'quick' : 'full', values.rounds ? Number(values.rounds) : undefined, only);
+  const plan = makePlan(values.quick ? 'quick' : 'full', values.rounds ? Number(values.rounds) : undefined, only, values.workers === true);
   if (plan.workloads.length === 0) throw new Error(`--only ${values.only} matches no workload`);
   // Only a full run replaces the committed RESULTS.md; quick and --only runs go beside it.
   const partial = plan.mode === 'quick' || only.length > 0;
@@ -264,6 +271,9 @@ async function main(): Promise<void> {
         new TargetSlot('pipe-relay', 'floor', () => startPipeRelay(pg.server.port)),
         new TargetSlot('pgbouncer', 'anchor', () => startPgBouncer(pg.server.port, plan.postgresPoolSize)),
         new TargetSlot('sluice', 'sluice', async () => (noSluice ? skippedTarget('sluice', 'sluice', noSluice) : startSluicePostgres(pg.server.port, plan.postgresPoolSize))),
+        ...(plan.withWorkers
+          ? [new TargetSlot('sluice-w2', 'sluice', async () => (noSluice ? skippedTarget('sluice-w2', 'sluice', noSluice) : startSluicePostgres(pg.server.port, plan.postgresPoolSize, { workers: 2 })))]
+          : []),
       ];
       cleanups.push(async () => {
         for (const slot of slots) await slot.stop();
@@ -287,6 +297,9 @@ async function main(): Promise<void> {
         new TargetSlot('pipe-relay', 'floor', () => startPipeRelay(redis.server.port)),
         new TargetSlot('twemproxy', 'anchor', () => startTwemproxy(redis.server.port, plan.redisPoolSize)),
         new TargetSlot('sluice', 'sluice', async () => (noSluice ? skippedTarget('sluice', 'sluice', noSluice) : startSluiceRedis(redis.server.port, plan.redisPoolSize))),
+        ...(plan.withWorkers
+          ? [new TargetSlot('sluice-w2', 'sluice', async () => (noSluice ? skippedTarget('sluice-w2', 'sluice', noSluice) : startSluiceRedis(redis.server.port, plan.redisPoolSize, { workers: 2 })))]
+          : []),
       ];
       cleanups.push(async () => {
         for (const slot of slots) await slot.stop();

@@ -296,6 +296,17 @@ export const SLUICE_MAIN_JS = fileURLToPath(new URL('../proxy/main.js', import.m
 export interface SluiceOptions {
   /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir=DIR']. */
   nodeArgs?: string[];
+  /** The `workers` setting; above 1 the target is named sluice-wN and charged for the primary and every worker. */
+  workers?: number;
+}
+
+/** The cluster workers of a sluice primary, from /proc (Linux: task/PID/children). */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
 }
 
 async function startSluiceWith(label: string, listenerYaml: (port: number) => string, options: SluiceOptions): Promise<Target> {
@@ -304,9 +315,10 @@ async function startSluiceWith(label: string, listenerYaml: (port: number) => st
   const port = await freePort();
   const metricsPort = await freePort();
   const configPath = join(dir, 'sluice.yaml');
+  const workers = options.workers ?? 1;
   writeFileSync(
     configPath,
-    [`metrics: { listen: "127.0.0.1:${metricsPort}" }`, 'log: { level: warn }', 'shutdown_timeout: 2s', listenerYaml(port), ''].join('\n'),
+    [`metrics: { listen: "127.0.0.1:${metricsPort}" }`, 'log: { level: warn }', 'shutdown_timeout: 2s', `workers: ${workers}`, listenerYaml(port), ''].join('\n'),
   );
   const proc = new OwnedProcess(label, process.execPath, [...(options.nodeArgs ?? []), SLUICE_MAIN_JS, '--config', configPath], { cwd: dir });
   await proc.waitListening(port, async () => {
@@ -316,7 +328,11 @@ async function startSluiceWith(label: string, listenerYaml: (port: number) => st
       return false;
     }
   });
-  return asTarget('sluice', 'sluice', port, proc);
+  const name = workers > 1 ? `sluice-w${workers}` : 'sluice';
+  const target = asTarget(name, 'sluice', port, proc);
+  // /healthz answers once every worker listens, so all of them are forked by now.
+  if (workers > 1) target.pids = [proc.pid, ...childPids(proc.pid)];
+  return target;
 }
 
 /** sluice with one Postgres listener: transaction pooling, trust auth (as PgBouncer here). */

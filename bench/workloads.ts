@@ -3,8 +3,15 @@
 import type { PgbenchSpec } from './pgbench-runner.js';
 import type { RedisBenchSpec } from './redis-benchmark-runner.js';
 
-export type PostgresTargetName = 'direct' | 'pipe-relay' | 'pgbouncer' | 'sluice';
-export type RedisTargetName = 'direct' | 'pipe-relay' | 'twemproxy' | 'sluice';
+export type PostgresTargetName = 'direct' | 'pipe-relay' | 'pgbouncer' | 'sluice' | 'sluice-w2';
+export type RedisTargetName = 'direct' | 'pipe-relay' | 'twemproxy' | 'sluice' | 'sluice-w2';
+
+/**
+ * With --workers, sluice with `workers: 2` joins these workloads only, so the opt-in costs about
+ * a minute, not another full pass.
+ */
+export const WORKERS_WORKLOADS = ['pg-select-c64', 'pg-tpcb-c64', 'redis-get-c500-p1'];
+const WORKERS_SKIPPED = `sluice-w2 (workers: 2) runs only on ${WORKERS_WORKLOADS.join(', ')}`;
 
 export const POSTGRES_TARGETS: PostgresTargetName[] = ['direct', 'pipe-relay', 'pgbouncer', 'sluice'];
 export const REDIS_TARGETS: RedisTargetName[] = ['direct', 'pipe-relay', 'twemproxy', 'sluice'];
@@ -25,6 +32,8 @@ export interface Plan {
   postgresPoolSize: number;
   redisPoolSize: number;
   workloads: Workload[];
+  /** --workers: a sluice-w2 target (workers: 2) on WORKERS_WORKLOADS. */
+  withWorkers: boolean;
 }
 
 const NO_BACKENDS = 'one Postgres backend per client (max_connections 600): not a pooler';
@@ -113,9 +122,12 @@ function quickWorkloads(): Workload[] {
   ];
 }
 
-export function makePlan(mode: 'full' | 'quick', rounds: number | undefined, only: string[]): Plan {
+export function makePlan(mode: 'full' | 'quick', rounds: number | undefined, only: string[], withWorkers = false): Plan {
   // Filters pick from the full catalogue, so `--quick --only redis-incr` still finds INCR.
   let workloads = mode === 'quick' && only.length === 0 ? quickWorkloads() : fullWorkloads();
   if (only.length > 0) workloads = workloads.filter((w) => only.some((prefix) => w.id.startsWith(prefix)));
-  return { mode, rounds: rounds ?? 3, scale: 10, postgresPoolSize: 16, redisPoolSize: 4, workloads };
+  if (withWorkers) {
+    for (const w of workloads) if (!WORKERS_WORKLOADS.includes(w.id)) w.exclude = { ...w.exclude, 'sluice-w2': WORKERS_SKIPPED };
+  }
+  return { mode, rounds: rounds ?? 3, scale: 10, postgresPoolSize: 16, redisPoolSize: 4, workloads, withWorkers };
 }

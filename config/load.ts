@@ -107,6 +107,30 @@ function crossCheck(config: Config): string[] {
     claim(names, rd.name, `redis[${i}].name`, 'name');
     claim(listens, rd.listen, `redis[${i}].listen`, 'address');
   });
+  problems.push(...workerBudgetProblems(config, config.workers));
+  return problems;
+}
+
+/**
+ * With N workers every per-process bound is split N ways (config/worker-share.ts); a bound
+ * smaller than N would leave some worker with none, so it is refused rather than rounded up,
+ * which would break the global bound. max_dedicated_connections may stay 0 (none anywhere).
+ */
+export function workerBudgetProblems(config: Config, workers: number): string[] {
+  if (workers <= 1) return [];
+  const problems: string[] = [];
+  const atLeast = (path: string, value: number) => {
+    if (value < workers) problems.push(`${path}: must be >= workers (${workers}) so every worker gets a share, got ${value}`);
+  };
+  config.postgres.forEach((pg, i) => {
+    atLeast(`postgres[${i}].pool_size`, pg.pool_size);
+    atLeast(`postgres[${i}].max_client_connections`, pg.max_client_connections);
+  });
+  config.redis.forEach((rd, i) => {
+    atLeast(`redis[${i}].pool_size`, rd.pool_size);
+    atLeast(`redis[${i}].max_client_connections`, rd.max_client_connections);
+    if (rd.max_dedicated_connections > 0) atLeast(`redis[${i}].max_dedicated_connections`, rd.max_dedicated_connections);
+  });
   return problems;
 }
 

@@ -120,6 +120,16 @@ export const configSchema = z.strictObject({
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).prefault({}),
   shutdown_timeout: duration.prefault('30s').meta({ description: 'Longest drain after SIGTERM before the rest is closed.' }),
   shutdown_delay: duration.prefault('0s').meta({ description: 'Keep serving this long after SIGTERM before draining.' }),
+  workers: z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(1)
+    .meta({
+      description:
+        'Proxy processes. 1 (the default) is one process. N > 1 forks N workers behind a primary that proxies nothing; each pool_size, max_dedicated_connections and max_client_connections is split between them, so the sums stay the configured bounds. Needs a restart to change.',
+    }),
   postgres: z.array(postgresListenerSchema).default([]),
   redis: z.array(redisListenerSchema).default([]),
 });

@@ -2,16 +2,22 @@
 // the process drains, so Kubernetes and Prometheus can still see sluice until it exits.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ListenerSnapshot } from '../proxy/listener.js';
-import type { Metrics } from './metrics.js';
 
 export interface Readiness {
   ready: boolean;
   reason?: string;
 }
 
+/** The Prometheus text of GET /metrics: a process's own Metrics, or a cluster primary's sum over its workers. */
+export interface MetricsSource {
+  render(): Promise<string>;
+  readonly contentType: string;
+}
+
+/** With workers > 1 the answers come from the workers over IPC, hence the promises. */
 export interface HttpDeps {
-  metrics: Metrics;
-  readiness(): Readiness;
+  metrics: MetricsSource;
+  readiness(): Readiness | Promise<Readiness>;
   status(): unknown;
 }
 
@@ -37,13 +43,17 @@ export function createHttpServer(deps: HttpDeps): Server {
       case '/healthz':
         send(res, 200, 'text/plain', 'ok\n');
         return;
-      case '/readyz': {
-        const readiness = deps.readiness();
-        send(res, readiness.ready ? 200 : 503, 'application/json', `${JSON.stringify(readiness)}\n`);
+      case '/readyz':
+        Promise.resolve(deps.readiness()).then(
+          (readiness) => send(res, readiness.ready ? 200 : 503, 'application/json', `${JSON.stringify(readiness)}\n`),
+          (err: Error) => send(res, 503, 'application/json', `${JSON.stringify({ ready: false, reason: err.message })}\n`),
+        );
         return;
-      }
       case '/status':
-        send(res, 200, 'application/json', `${JSON.stringify(deps.status(), null, 2)}\n`);
+        Promise.resolve(deps.status()).then(
+          (status) => send(res, 200, 'application/json', `${JSON.stringify(status, null, 2)}\n`),
+          (err: Error) => send(res, 500, 'text/plain', `status failed: ${err.message}\n`),
+        );
         return;
       default:
         send(res, 404, 'text/plain', 'not found: try /metrics, /healthz, /readyz, /status\n');

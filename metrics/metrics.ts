@@ -7,6 +7,9 @@
 import { Counter, collectDefaultMetrics, Gauge, type Metric, Registry } from 'prom-client';
 import type { ListenerSnapshot, Protocol } from '../proxy/listener.js';
 
+/** A registry's state as prom-client's JSON (what one worker hands the primary). */
+export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
 /** 100µs to 30s, roughly ×2.5 per step. */
 export const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
@@ -112,7 +115,8 @@ export interface ListenerMetrics {
   accepted(): void;
   refused(reason: string): void;
   authFailed(): void;
-  cancel(result: 'forwarded' | 'dropped'): void;
+  /** relayed: with workers > 1, passed to the worker that issued the key, which then counts it forwarded or dropped. */
+  cancel(result: 'forwarded' | 'dropped' | 'relayed'): void;
   timeout(configKey: string): void;
   error(kind: string): void;
   command(family: string, seconds: number): void;
@@ -129,8 +133,11 @@ export class Metrics {
   private readonly dedicated = new Gauge({ name: 'sluice_dedicated_connections', help: 'Redis upstream connections dedicated to one client (transactions, blocking commands, pub/sub).', labelNames: POOL_LABELS, registers: [] });
   private readonly pinned = new Gauge({ name: 'sluice_pinned_clients', help: 'Clients holding a server beyond one transaction or command.', labelNames: POOL_LABELS, registers: [] });
   private readonly poolSize = new Gauge({ name: 'sluice_pool_size', help: 'Configured pool_size: the most upstream connections this pool may open.', labelNames: POOL_LABELS, registers: [] });
-  private readonly oldestWait = new Gauge({ name: 'sluice_pool_oldest_wait_seconds', help: 'How long the longest-waiting client of this pool has waited for a server.', labelNames: POOL_LABELS, registers: [] });
-  private readonly upstreamUp = new Gauge({ name: 'sluice_upstream_up', help: '1 when the upstream answered at the last check, else 0.', labelNames: LISTENER_LABELS, registers: [] });
+  // With workers > 1 the primary sums every metric over the workers (metrics/cluster-aggregate.ts),
+  // except these two: the longest wait is the longest anywhere, and an upstream is up only if
+  // every worker reached it.
+  private readonly oldestWait = new Gauge({ name: 'sluice_pool_oldest_wait_seconds', help: 'How long the longest-waiting client of this pool has waited for a server.', labelNames: POOL_LABELS, registers: [], aggregator: 'max' });
+  private readonly upstreamUp = new Gauge({ name: 'sluice_upstream_up', help: '1 when the upstream answered at the last check, else 0.', labelNames: LISTENER_LABELS, registers: [], aggregator: 'min' });
   private readonly bytesReceived = new Counter({ name: 'sluice_client_received_bytes_total', help: 'Bytes received from clients.', labelNames: LISTENER_LABELS, registers: [] });
   private readonly bytesSent = new Counter({ name: 'sluice_client_sent_bytes_total', help: 'Bytes sent to clients.', labelNames: LISTENER_LABELS, registers: [] });
   private readonly transactions = new Counter({ name: 'sluice_transactions_total', help: 'Postgres transactions completed (a statement outside a transaction counts as one).', labelNames: LISTENER_LABELS, registers: [] });
@@ -142,7 +149,7 @@ export class Metrics {
   private readonly timeouts = new Counter({ name: 'sluice_timeouts_total', help: 'Timeouts fired, by the config key that sets them.', labelNames: [...LISTENER_LABELS, 'config_key'], registers: [] });
   private readonly errors = new Counter({ name: 'sluice_errors_total', help: 'Errors returned to clients, by kind (SQLSTATE class or Redis error prefix).', labelNames: [...LISTENER_LABELS, 'kind'], registers: [] });
   private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures.', labelNames: LISTENER_LABELS, registers: [] });
-  private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
+  private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped, relayed).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
   private readonly pins = new Counter({ name: 'sluice_pins_total', help: 'Clients pinned to a server, by reason.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly unpins = new Counter({ name: 'sluice_unpins_total', help: 'Pinned clients given back to transaction pooling because their session state is gone, by what ended it.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly commands = new Counter({ name: 'sluice_commands_total', help: 'Redis commands answered, by command family.', labelNames: [...LISTENER_LABELS, 'family'], registers: [] });
@@ -216,6 +223,12 @@ export class Metrics {
   async render(): Promise<string> {
     this.refresh();
     return this.registry.metrics();
+  }
+
+  /** The same state as render(), as prom-client's JSON, for a cluster primary to aggregate. */
+  async json(): Promise<MetricsJson> {
+    this.refresh();
+    return this.registry.getMetricsAsJSON();
   }
 
   get contentType(): string {

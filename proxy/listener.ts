@@ -17,6 +17,24 @@ export interface ListenerDeps {
   metrics: Metrics;
   /** The admin console's view of the process (the Postgres listener serves database "sluice" with it). */
   admin?: AdminContext;
+  /** Set when this process is worker `index` of `count` (config `workers` > 1; proxy/cluster/). */
+  worker?: WorkerSeat;
+}
+
+/**
+ * A worker's place among its siblings, for the few things that cross processes. Postgres cancel
+ * keys carry the issuing worker's index; a CancelRequest that lands on another worker is relayed
+ * through the primary to the owner, which alone knows the session.
+ */
+export interface WorkerSeat {
+  readonly index: number;
+  readonly count: number;
+  /** Relays a CancelRequest to worker `owner`, for its listener named `listener`. */
+  forwardCancel(owner: number, listener: string, pid: number, secret: number): void;
+  /** Registers what to run when a sibling relays a CancelRequest for `listener` here. */
+  onForwardedCancel(listener: string, handler: (pid: number, secret: number) => void): void;
+  /** Asks the primary to re-read the config and hand it to every worker (admin RELOAD). */
+  requestReload(trigger: string): void;
 }
 
 /** One pool's state at a moment, as metrics and SHOW POOLS see it. */

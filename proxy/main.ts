@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // The `sluice` command: parse flags, load and check the config, run the process.
 // Exit codes: 0 clean shutdown, 1 bad config or usage, 2 a listen address cannot be bound.
+// With `workers` > 1 this process becomes the cluster primary, and the same file, forked with
+// SLUICE_WORKER_INDEX set, runs each worker (proxy/cluster/); with 1 none of that is loaded.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULT_CONFIG_YAML, loadConfigFile, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { SluiceError } from './errors.js';
 import { createLogger } from './log.js';
 import { Sluice } from './sluice.js';
 
@@ -20,6 +21,11 @@ function version(): string {
 }
 
 async function main(argv: string[]): Promise<number | undefined> {
+  if (process.env.SLUICE_WORKER_INDEX !== undefined) {
+    const { runWorker } = await import('./cluster/worker.js');
+    runWorker();
+    return undefined;
+  }
   let flags: { config?: string; check?: boolean; version?: boolean; help?: boolean };
   try {
     flags = parseArgs({
@@ -55,20 +61,17 @@ async function main(argv: string[]): Promise<number | undefined> {
   }
 
   const log = createLogger(config.log.level);
-  log.info({ version: version(), config: configPath ?? '(embedded default)', pid: process.pid }, 'sluice starting');
-  const sluice = new Sluice({
-    config,
-    log,
-    configPath,
-    version: version(),
-    exit: (code) => process.exit(code),
-  });
+  log.info({ version: version(), config: configPath ?? '(embedded default)', pid: process.pid, workers: config.workers }, 'sluice starting');
+  const options = { config, log, configPath, version: version(), exit: (code: number) => process.exit(code) };
+  const sluice = config.workers > 1 ? new (await import('./cluster/primary.js')).ClusterPrimary(options) : new Sluice(options);
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => sluice.onSignal(signal));
   try {
     await sluice.start();
   } catch (err) {
-    const code = err instanceof SluiceError && err.code === 'SLUICE_LISTEN_FAILED' ? 2 : 1;
-    log.fatal({ err: { message: (err as Error).message, code: (err as SluiceError).code } }, (err as Error).message);
+    // A SluiceError here, or a worker's start failure carrying its code.
+    const errorCode = (err as { code?: string }).code;
+    const code = errorCode === 'SLUICE_LISTEN_FAILED' ? 2 : 1;
+    log.fatal({ err: { message: (err as Error).message, code: errorCode } }, (err as Error).message);
     process.stderr.write(`sluice: ${(err as Error).message}\n`);
     log.flush(() => process.exit(code));
     return undefined;

@@ -1,6 +1,8 @@
 // The sluice process: starts the listeners and the HTTP endpoints, and owns the lifecycle:
 // SIGTERM drains (readiness off at once, optional shutdown_delay, then clients finish and leave,
 // bounded by shutdown_timeout), SIGHUP or a config-file change reloads without dropping clients.
+// With `workers` > 1 each worker runs one of these without the HTTP side or the config watch,
+// which the cluster primary (proxy/cluster/primary.ts) owns.
 import { watch, type FSWatcher } from 'node:fs';
 import type { Server } from 'node:http';
 import { basename, dirname } from 'node:path';
@@ -9,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import { createHttpServer, statusDocument } from '../metrics/http-server.js';
 import { Metrics } from '../metrics/metrics.js';
 import type { AdminContext } from './admin/admin-console.js';
-import { bindServer, type Listener } from './listener.js';
+import { bindServer, type Listener, type WorkerSeat } from './listener.js';
 import type { Logger } from './log.js';
 import { UpstreamProbe } from './upstream-probe.js';
 import { createPostgresListener } from './postgres/postgres-listener.js';
@@ -35,6 +37,27 @@ export function configRows(config: Config): Array<[string, string]> {
 
 export type Phase = 'starting' | 'running' | 'delaying' | 'draining' | 'stopped';
 
+/**
+ * Config changes a running process cannot apply, by their path in the file: listen addresses,
+ * added or removed listeners, the worker count. Listeners apply everything else themselves.
+ */
+export function restartNeeded(before: Config, after: Config): string[] {
+  const out: string[] = [];
+  if (after.metrics.listen !== before.metrics.listen) out.push('metrics.listen');
+  if (after.workers !== before.workers) out.push('workers');
+  for (const kind of ['postgres', 'redis'] as const) {
+    const old = new Map<string, { listen: string }>(before[kind].map((c) => [c.name, c]));
+    const next = new Set(after[kind].map((c) => c.name));
+    after[kind].forEach((c, i) => {
+      const was = old.get(c.name);
+      if (!was) out.push(`${kind}[${i}] (new listener ${c.name})`);
+      else if (was.listen !== c.listen) out.push(`${kind}[${i}].listen`);
+    });
+    for (const name of old.keys()) if (!next.has(name)) out.push(`${kind} listener ${name} (removed)`);
+  }
+  return out;
+}
+
 export interface SluiceOptions {
   config: Config;
   log: Logger;
@@ -44,6 +67,8 @@ export interface SluiceOptions {
   version?: string;
   /** Called once the process should end, with its exit code. */
   exit(code: number): void;
+  /** Set in a cluster worker: no HTTP side and no config watch here; the primary has them. */
+  worker?: WorkerSeat;
 }
 
 const DRAIN_POLL_MS = 50;
@@ -57,7 +82,6 @@ export class Sluice {
   private readonly log: Logger;
   private watcher: FSWatcher | undefined;
   private readonly probe = new UpstreamProbe(() => this.listeners.map((l) => l.snapshot().upstream));
-  private reloadTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SluiceOptions) {
     this.config = options.config;
@@ -69,19 +93,14 @@ export class Sluice {
     const admin: AdminContext = {
       version: this.options.version ?? '0.0.0',
       listeners: () => this.listeners,
-      reload: () => this.reload('admin RELOAD'),
+      reload: () => (this.options.worker ? this.askPrimaryToReload('admin RELOAD') : this.reload('admin RELOAD')),
       configRows: () => configRows(this.config),
     };
-    const deps = { log: this.log, metrics: this.metrics, admin };
+    const deps = { log: this.log, metrics: this.metrics, admin, worker: this.options.worker };
     this.listeners = [
       ...this.config.postgres.map((c) => createPostgresListener(c, deps)),
       ...this.config.redis.map((c) => createRedisListener(c, deps)),
     ];
-    this.http = createHttpServer({
-      metrics: this.metrics,
-      readiness: () => this.readiness(),
-      status: () => statusDocument(this.metrics.snapshots()),
-    });
     // Listeners bind before the HTTP side, so a startup probe that sees /healthz answer knows
     // the proxy ports accept connections too.
     for (const listener of this.listeners) {
@@ -89,11 +108,18 @@ export class Sluice {
       const snap = listener.snapshot();
       this.log.info({ protocol: snap.protocol, pool: snap.name, listen: snap.listen, upstream: snap.upstream }, `${snap.protocol} listening on ${snap.listen}, forwarding to ${snap.upstream}`);
     }
-    await bindServer(this.http as unknown as import('node:net').Server, this.config.metrics.listen);
-    this.log.info({ listen: this.config.metrics.listen }, 'metrics listening: GET /metrics /healthz /readyz /status');
+    if (!this.options.worker) {
+      this.http = createHttpServer({
+        metrics: this.metrics,
+        readiness: () => this.readiness(),
+        status: () => statusDocument(this.metrics.snapshots()),
+      });
+      await bindServer(this.http as unknown as import('node:net').Server, this.config.metrics.listen);
+      this.log.info({ listen: this.config.metrics.listen }, 'metrics listening: GET /metrics /healthz /readyz /status');
+    }
     await this.probe.start();
     this.phase = 'running';
-    this.watchConfig();
+    if (!this.options.worker) this.watcher = watchConfigFile(this.options.configPath, this.log, (trigger) => this.reload(trigger));
   }
 
   readiness(): { ready: boolean; reason?: string } {
@@ -114,11 +140,17 @@ export class Sluice {
       return;
     }
     if (this.phase === 'delaying' || this.phase === 'draining') {
-      this.log.warn({ signal }, 'second signal: closing everything now');
-      this.finish();
+      this.stopNow(signal);
       return;
     }
     this.shutdown(signal);
+  }
+
+  /** Closes everything at once: a second signal, or (in a worker) the primary said so or went away. */
+  stopNow(why: string): void {
+    if (this.phase === 'stopped') return;
+    this.log.warn({ signal: why }, 'second signal: closing everything now');
+    this.finish();
   }
 
   shutdown(why: string): void {
@@ -185,25 +217,7 @@ export class Sluice {
       this.log.error({ trigger, path, problems: (err as ConfigError).problems ?? [String(err)] }, 'config reload rejected: keeping the running config');
       return false;
     }
-    const needsRestart: string[] = [];
-    if (next.metrics.listen !== this.config.metrics.listen) needsRestart.push('metrics.listen');
-    for (const kind of ['postgres', 'redis'] as const) {
-      const before = new Map<string, { listen: string }>(this.config[kind].map((c) => [c.name, c]));
-      const after = new Map<string, { listen: string }>(next[kind].map((c) => [c.name, c]));
-      next[kind].forEach((c, i) => {
-        const old = before.get(c.name);
-        if (!old) needsRestart.push(`${kind}[${i}] (new listener ${c.name})`);
-        else if (old.listen !== c.listen) needsRestart.push(`${kind}[${i}].listen`);
-      });
-      for (const name of before.keys()) if (!after.has(name)) needsRestart.push(`${kind} listener ${name} (removed)`);
-      for (const listener of this.listeners.filter((l) => l.protocol === kind)) {
-        const fresh = next[kind].find((c) => c.name === listener.name);
-        // A changed listen address is already reported above, by its path in the file.
-        const extra = fresh ? listener.reload(fresh).needsRestart.filter((k) => k !== 'listen') : [];
-        needsRestart.push(...extra.map((k) => `${kind} ${listener.name}: ${k}`));
-      }
-    }
-    this.config = { ...next, metrics: this.config.metrics };
+    const needsRestart = [...restartNeeded(this.config, next), ...this.applyConfig(next)];
     this.metrics.configReloaded('success');
     // Logged before the new level applies, so a reload that quiets the log is still recorded.
     if (needsRestart.length > 0) this.log.warn({ trigger, needs_restart: needsRestart }, 'config reloaded; these changes need a restart and were not applied');
@@ -213,21 +227,55 @@ export class Sluice {
   }
 
   /**
-   * Watches the config file's directory, not the file: a Kubernetes ConfigMap update swaps a
-   * `..data` symlink, so the file's own inode never changes. Events are debounced.
+   * Hands a checked config to the listeners (what a worker does with the config the primary
+   * re-read); returns what they could not apply beyond restartNeeded()'s list.
    */
-  private watchConfig(): void {
-    const path = this.options.configPath;
-    if (!path) return;
-    try {
-      this.watcher = watch(dirname(path), { persistent: false }, (_event, file) => {
-        if (file !== null && file !== basename(path) && !String(file).startsWith('..')) return;
-        clearTimeout(this.reloadTimer);
-        this.reloadTimer = setTimeout(() => this.reload('file change'), 200);
-        this.reloadTimer.unref();
-      });
-    } catch (err) {
-      this.log.warn({ path, err: (err as Error).message }, 'cannot watch the config directory; reload with SIGHUP');
+  applyConfig(next: Config): string[] {
+    const needsRestart: string[] = [];
+    for (const kind of ['postgres', 'redis'] as const) {
+      for (const listener of this.listeners.filter((l) => l.protocol === kind)) {
+        const fresh = next[kind].find((c) => c.name === listener.name);
+        // A changed listen address is reported by restartNeeded(), by its path in the file.
+        const extra = fresh ? listener.reload(fresh).needsRestart.filter((k) => k !== 'listen') : [];
+        needsRestart.push(...extra.map((k) => `${kind} ${listener.name}: ${k}`));
+      }
     }
+    this.config = { ...next, metrics: this.config.metrics, workers: this.config.workers };
+    if (this.options.worker) this.log.level = next.log.level;
+    return needsRestart;
+  }
+
+  /** A worker's admin RELOAD: checked here so the console can answer, applied by the primary to every worker. */
+  private askPrimaryToReload(trigger: string): boolean {
+    const path = this.options.configPath;
+    if (!path) return false;
+    try {
+      loadConfigFile(path);
+    } catch (err) {
+      this.log.error({ trigger, path, problems: (err as ConfigError).problems ?? [String(err)] }, 'config reload rejected: keeping the running config');
+      return false;
+    }
+    this.options.worker?.requestReload(trigger);
+    return true;
+  }
+}
+
+/**
+ * Watches the config file's directory, not the file: a Kubernetes ConfigMap update swaps a
+ * `..data` symlink, so the file's own inode never changes. Events are debounced.
+ */
+export function watchConfigFile(path: string | undefined, log: Logger, reload: (trigger: string) => void): FSWatcher | undefined {
+  if (!path) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return watch(dirname(path), { persistent: false }, (_event, file) => {
+      if (file !== null && file !== basename(path) && !String(file).startsWith('..')) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => reload('file change'), 200);
+      timer.unref();
+    });
+  } catch (err) {
+    log.warn({ path, err: (err as Error).message }, 'cannot watch the config directory; reload with SIGHUP');
+    return undefined;
   }
 }

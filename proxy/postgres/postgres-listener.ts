@@ -60,6 +60,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     this.log = deps.log.child({ listener: config.name, protocol: 'postgres' });
     this.metrics = deps.metrics.forListener('postgres', config.name);
     this.admin = deps.admin;
+    deps.worker?.onForwardedCancel(config.name, (pid, secret) => this.cancelOwn(pid, secret));
     this.applyUsers();
     this.tlsContext = this.loadTls();
   }
@@ -238,9 +239,17 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     return true;
   }
 
+  /**
+   * The secret carries the issuing worker: secret % workers = worker index (always 0 with one
+   * process). The secret, not the pid, because in session mode the pid is the real backend's
+   * (pg_backend_pid() matches it) and cannot be chosen.
+   */
   issueKey(client: ClientSession, pid: number | undefined): { pid: number; secret: number } {
-    let secret = randomInt(1, 0x7fffffff);
-    while (this.keys.has(secret)) secret = randomInt(1, 0x7fffffff);
+    const count = this.deps.worker?.count ?? 1;
+    const index = this.deps.worker?.index ?? 0;
+    const draw = () => randomInt(1, Math.floor(0x7fffffff / count)) * count + index;
+    let secret = draw();
+    while (this.keys.has(secret)) secret = draw();
     this.keys.set(secret, client);
     return { pid: pid ?? this.nextPid++, secret };
   }
@@ -249,8 +258,22 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     if (this.keys.get(client.key.secret) === client) this.keys.delete(client.key.secret);
   }
 
-  /** A CancelRequest: forwarded to the server that client holds now, with that server's key; else dropped. */
+  /**
+   * A CancelRequest. CancelRequests arrive on a new connection, which the kernel or the cluster
+   * may hand to any worker: one for a key another worker issued is relayed to that worker.
+   */
   cancel(pid: number, secret: number): void {
+    const seat = this.deps.worker;
+    if (seat && secret > 0 && secret % seat.count !== seat.index) {
+      this.metrics.cancel('relayed');
+      seat.forwardCancel(secret % seat.count, this.name, pid, secret);
+      return;
+    }
+    this.cancelOwn(pid, secret);
+  }
+
+  /** A cancel for a key this process issued: forwarded to the server that client holds now, with that server's key; else dropped. */
+  private cancelOwn(pid: number, secret: number): void {
     const client = this.keys.get(secret);
     const server = client?.cancelTarget;
     if (!client || client.key.pid !== pid || !server || client.state !== 'active') {
