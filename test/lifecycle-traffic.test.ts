@@ -25,6 +25,9 @@ function sluiceConfig(pgPort: number, redisPort: number, poolSize: number): stri
   return `
 metrics: { listen: "{{METRICS}}" }
 shutdown_timeout: 20s
+# As in Kubernetes: readiness goes off first, the drain starts after the delay. Without it a
+# drain that finishes in a few milliseconds can exit before the test's first /readyz poll.
+shutdown_delay: 1s
 postgres:
   - name: main
     listen: 127.0.0.1:${pgPort}
