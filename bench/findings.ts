@@ -32,7 +32,7 @@ export const FINDINGS: Record<FindingKey, { title: string; text: string }> = {
   'idle-redis': {
     title: 'Memory per idle Redis client above 3 KiB',
     text:
-      "A bare Node socket measured the same way costs 3.4–3.9 KiB here, most of it V8's young generation growing during 10 000 connects rather than retained objects; sluice's retained heap per idle client is 1.2 KB (a bare socket ~0.85 KB plus ~1 KB native). Would close it: a smaller young generation for the whole process (`--max-semi-space-size`), which costs throughput under load and must be measured on the whole suite first.",
+      "Measured as the RSS growth over the second half of the clients on a freshly started proxy, an idle Redis client costs more than an idle Postgres client in the same process (compare idle-pg-10000), although its retained JavaScript heap after a full collection is about 1.2 KB (bench/README.md, Redis). The rest is per-socket native memory (the TCP handle; with the shared read buffer each socket also gets a native read listener) and heap that garbage collection has not yet returned. Not yet pinned down; the next step is a forced collection before each reading (--expose-gc) and a bare-socket control with and without the onread switch, then either dropping the per-socket onread switch for idle clients or a smaller young generation for the process (--max-semi-space-size), measured on the whole suite.",
   },
   'tail-postgres': {
     title: 'Postgres p99 above 3 × p50 at 2 000 clients',
