@@ -11,6 +11,7 @@ import type { Config } from '../config/schema.js';
 import { createHttpServer, statusDocument } from '../metrics/http-server.js';
 import { Metrics } from '../metrics/metrics.js';
 import type { AdminContext } from './admin/admin-console.js';
+import { readReloadedConfig, recordReload } from './config-reload.js';
 import { bindServer, type Listener, type WorkerSeat } from './listener.js';
 import type { Logger } from './log.js';
 import { UpstreamProbe } from './upstream-probe.js';
@@ -204,25 +205,10 @@ export class Sluice {
 
   /** Re-reads the config file; an invalid one is rejected whole and the old one keeps running. */
   reload(trigger: string): boolean {
-    const path = this.options.configPath;
-    if (!path) {
-      this.log.warn({ trigger }, 'reload asked, but sluice runs on the embedded default config: nothing to re-read');
-      return false;
-    }
-    let next: Config;
-    try {
-      next = loadConfigFile(path);
-    } catch (err) {
-      this.metrics.configReloaded('failure');
-      this.log.error({ trigger, path, problems: (err as ConfigError).problems ?? [String(err)] }, 'config reload rejected: keeping the running config');
-      return false;
-    }
+    const next = readReloadedConfig(this.options.configPath, trigger, this.log, this.metrics);
+    if (!next) return false;
     const needsRestart = [...restartNeeded(this.config, next), ...this.applyConfig(next)];
-    this.metrics.configReloaded('success');
-    // Logged before the new level applies, so a reload that quiets the log is still recorded.
-    if (needsRestart.length > 0) this.log.warn({ trigger, needs_restart: needsRestart }, 'config reloaded; these changes need a restart and were not applied');
-    else this.log.info({ trigger, log_level: next.log.level }, 'config reloaded');
-    this.log.level = next.log.level;
+    recordReload(next, trigger, needsRestart, this.log, this.metrics);
     return true;
   }
 

@@ -10,11 +10,12 @@ import cluster, { type Worker } from 'node:cluster';
 import type { FSWatcher } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Server as NetServer } from 'node:net';
-import { type ConfigError, loadConfigFile, workerBudgetProblems } from '../../config/load.js';
+import { workerBudgetProblems } from '../../config/load.js';
 import type { Config } from '../../config/schema.js';
 import { aggregateMetrics, mergeSnapshots } from '../../metrics/cluster-aggregate.js';
 import { createHttpServer, type Readiness, statusDocument } from '../../metrics/http-server.js';
 import { Metrics, type MetricsJson } from '../../metrics/metrics.js';
+import { readReloadedConfig, recordReload } from '../config-reload.js';
 import { bindServer, type ListenerSnapshot } from '../listener.js';
 import type { Logger } from '../log.js';
 import { type Phase, restartNeeded, watchConfigFile } from '../sluice.js';
@@ -257,28 +258,12 @@ export class ClusterPrimary {
    * worker, which applies its share. A worker forked later starts on this config too.
    */
   reload(trigger: string): boolean {
-    const path = this.options.configPath;
-    if (!path) {
-      this.log.warn({ trigger }, 'reload asked, but sluice runs on the embedded default config: nothing to re-read');
-      return false;
-    }
-    let next: Config;
-    try {
-      next = loadConfigFile(path);
-      const budget = workerBudgetProblems(next, this.slots.length);
-      if (budget.length > 0) throw Object.assign(new Error('budget'), { problems: budget });
-    } catch (err) {
-      this.metrics.configReloaded('failure');
-      this.log.error({ trigger, path, problems: (err as ConfigError).problems ?? [String(err)] }, 'config reload rejected: keeping the running config');
-      return false;
-    }
+    const next = readReloadedConfig(this.options.configPath, trigger, this.log, this.metrics, (c: Config) => workerBudgetProblems(c, this.slots.length));
+    if (!next) return false;
     const needsRestart = restartNeeded(this.config, next);
     this.config = { ...next, metrics: this.config.metrics, workers: this.config.workers };
     this.broadcast({ type: 'config', config: this.config });
-    this.metrics.configReloaded('success');
-    if (needsRestart.length > 0) this.log.warn({ trigger, needs_restart: needsRestart }, 'config reloaded; these changes need a restart and were not applied');
-    else this.log.info({ trigger, log_level: next.log.level }, 'config reloaded');
-    this.log.level = next.log.level;
+    recordReload(next, trigger, needsRestart, this.log, this.metrics);
     return true;
   }
 
