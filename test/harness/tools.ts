@@ -1,6 +1,6 @@
 // Finding the real server binaries the tests run, and ports and temp dirs for them.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,16 +23,65 @@ export function postgresBinDirs(): string[] {
     .map((version) => join(root, version, 'bin'));
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports are drawn from below the kernel's ephemeral range (32768+ here), so an outgoing
+ * connection's local port can never take one between this check and the real bind, and
+ * each port is handed out once per process and claimed by an exclusive lock file across
+ * processes: `listen(0)` alone gave two consecutive calls the same port (the demo's
+ * Postgres and Redis listeners collided in CI).
+ */
+const FIRST_TEST_PORT = 20000;
+const TEST_PORT_COUNT = 12000;
+const PORT_LOCK_STALE_MS = 60 * 60 * 1000;
+const handedOut = new Set<number>();
+
+function claimAcrossProcesses(port: number): boolean {
+  const dir = join(tmpdir(), 'sluice-test-ports');
+  mkdirSync(dir, { recursive: true });
+  const lock = join(dir, String(port));
+  try {
+    writeFileSync(lock, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch {
+    try {
+      const owner = Number(readFileSync(lock, 'utf8'));
+      const fresh = Date.now() - statSync(lock).mtimeMs < PORT_LOCK_STALE_MS;
+      if (fresh && processAlive(owner)) return false;
+      writeFileSync(lock, String(process.pid));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = FIRST_TEST_PORT + Math.floor(Math.random() * TEST_PORT_COUNT);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    if (!claimAcrossProcesses(port)) continue;
+    if (await bindable(port)) return port;
+  }
+  throw new Error('no free loopback port found in the test range');
 }
 
 export function tempDir(prefix: string): string {
