@@ -32,7 +32,7 @@ export const FINDINGS: Record<FindingKey, { title: string; text: string }> = {
   'idle-redis': {
     title: 'Memory per idle Redis client above 3 KiB',
     text:
-      "Measured as the RSS growth over the second half of the clients on a freshly started proxy, an idle Redis client costs more than an idle Postgres client does in sluice (compare idle-pg-10000), although its retained JavaScript heap after a full collection is about 1.2 KB (bench/README.md, Redis). The rest is per-socket native memory (the TCP handle; with the shared read buffer each socket also gets a native read listener) and heap that garbage collection has not yet returned. Not yet pinned down; the next step is a forced collection before each reading (--expose-gc) and a bare-socket control with and without the onread switch, then either dropping the per-socket onread switch for idle clients or a smaller young generation for the process (--max-semi-space-size), measured on the whole suite.",
+      "The figure is the RSS growth over the second half of the clients on a freshly started proxy, read after a full collection. Since sluice runs with --max-semi-space-size=2 (Dockerfile, npm start, the sluice command), it measured 1.5–1.8 KiB: ~1.1 KiB of objects in the old space and ~0.5 KiB of native socket. Above 3 KiB means either the young-generation cap is not in effect (check the process's flags) or something per client grew: compare the retained heap per client with v8.getHeapSpaceStatistics() as bench/README.md (\"Idle memory: the young generation\") does.",
   },
   'tail-postgres': {
     title: 'Postgres p99 above 3 × p50 at 2 000 clients',

@@ -33,8 +33,12 @@ export interface IdleRow {
   skipped?: string;
   opened?: number;
   failed?: number;
+  /** RSS as read, whatever garbage the process holds at that moment. */
   rssBeforeKiB?: number;
   rssAfterKiB?: number;
+  /** RSS read after a full garbage collection (Node targets only: Target.collect). */
+  rssBeforeCollectedKiB?: number;
+  rssAfterCollectedKiB?: number;
   error?: string;
 }
 
@@ -129,22 +133,42 @@ function renderThroughput(result: WorkloadResult, rounds: number): string[] {
 }
 
 /** RSS delta / N; undefined when RSS fell (a garbage collection in between: the figure would be meaningless). */
+function perClientKiB(before: number | undefined, after: number | undefined, opened: number | undefined): number | undefined {
+  if (before === undefined || after === undefined || !opened) return undefined;
+  const delta = after - before;
+  return delta < 0 ? undefined : delta / opened;
+}
+
+/**
+ * What one more idle client costs: for a Node process the RSS growth between readings taken after
+ * full collections (garbage pending is when V8 last collected, not what clients hold), for the
+ * others the growth as read.
+ */
 export function idlePerClientKiB(row: IdleRow): number | undefined {
-  if (row.rssBeforeKiB === undefined || row.rssAfterKiB === undefined || !row.opened) return undefined;
-  const delta = row.rssAfterKiB - row.rssBeforeKiB;
-  return delta < 0 ? undefined : delta / row.opened;
+  if (row.rssBeforeCollectedKiB !== undefined) return perClientKiB(row.rssBeforeCollectedKiB, row.rssAfterCollectedKiB, row.opened);
+  return perClientKiB(row.rssBeforeKiB, row.rssAfterKiB, row.opened);
 }
 
 function renderIdle(result: WorkloadResult): string[] {
-  const lines = ['| target | clients held | failed | RSS before MiB | RSS after MiB | KiB per idle client | notes |', '| --- | ---: | ---: | ---: | ---: | ---: | --- |'];
+  const lines = [
+    '| target | clients held | failed | RSS before MiB | RSS after MiB | KiB per idle client, as read | after a full GC: RSS before → after MiB | KiB per idle client | notes |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
   for (const row of result.idleRows) {
     if (row.excluded || row.skipped) {
-      lines.push(`| ${row.name} | ${row.excluded ? 'not run' : 'skipped'} | | | | | ${cell(row.excluded ?? row.skipped ?? '')} |`);
+      lines.push(`| ${row.name} | ${row.excluded ? 'not run' : 'skipped'} | | | | | | | ${cell(row.excluded ?? row.skipped ?? '')} |`);
       continue;
     }
     const mib = (k: number | undefined) => (k === undefined ? '–' : (k / 1024).toFixed(1));
+    const asRead = perClientKiB(row.rssBeforeKiB, row.rssAfterKiB, row.opened);
+    const collected = row.rssBeforeCollectedKiB === undefined ? 'no collector' : `${mib(row.rssBeforeCollectedKiB)} → ${mib(row.rssAfterCollectedKiB)}`;
+    const notes = [
+      row.error,
+      row.role === 'direct' ? 'the server itself, for reference' : undefined,
+      row.opened && asRead === undefined ? 'RSS fell between the readings as read (a collection ran): no figure' : undefined,
+    ];
     lines.push(
-      `| ${row.name} | ${fmt(row.opened)} | ${fmt(row.failed)} | ${mib(row.rssBeforeKiB)} | ${mib(row.rssAfterKiB)} | ${idlePerClientKiB(row)?.toFixed(2) ?? '–'} | ${cell([row.error, row.role === 'direct' ? 'the server itself, for reference' : undefined, (row.rssAfterKiB ?? 0) < (row.rssBeforeKiB ?? 0) ? 'RSS fell during the measurement (GC): no figure; rerun with more clients' : undefined].filter(Boolean).join('; '))} |`,
+      `| ${row.name} | ${fmt(row.opened)} | ${fmt(row.failed)} | ${mib(row.rssBeforeKiB)} | ${mib(row.rssAfterKiB)} | ${asRead?.toFixed(2) ?? '–'} | ${collected} | ${idlePerClientKiB(row)?.toFixed(2) ?? '–'} | ${cell(notes.filter(Boolean).join('; '))} |`,
     );
   }
   return lines;

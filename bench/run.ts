@@ -13,6 +13,7 @@ import { loadAverage, residentKiB, totalCpuTimes } from './process-usage.js';
 import { probeRedis, runRedisBenchmark } from './redis-benchmark-runner.js';
 import { type IdleRow, pairedRatio, renderResults, type RunInfo, type TargetRow, type WorkloadResult, summarise } from './report.js';
 import {
+  COLLECTABLE_NODE_ARGS,
   commandVersion,
   fdLimit,
   raiseFdLimit,
@@ -41,17 +42,20 @@ const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - s
 class TargetSlot {
   current: Target | undefined;
   restarts = 0;
+  /** Node flags the current process was started with (fresh() sets them). */
+  private nodeArgs: string[] = [];
   constructor(
     readonly name: string,
     readonly role: TargetRole,
-    private readonly start: () => Promise<Target>,
+    /** `nodeArgs`: extra flags for a target that is a Node process (ignored by the others). */
+    private readonly start: (nodeArgs: string[]) => Promise<Target>,
   ) {}
 
   async ensure(): Promise<{ target: Target; note?: string }> {
     // After a signal, cleanup is stopping targets: starting or restarting one would orphan it.
     if (stopping) throw new Error('stopping');
     if (!this.current) {
-      this.current = await startOrSkip(this.name, this.role, this.start);
+      this.current = await startOrSkip(this.name, this.role, () => this.start(this.nodeArgs));
       if (this.current.skipped) log(`${this.name}: skipped: ${this.current.skipped}`);
       return { target: this.current };
     }
@@ -60,18 +64,19 @@ class TargetSlot {
       this.restarts++;
       log(`${this.name}: ${failure}; restarting`);
       await this.current.stop();
-      this.current = await startOrSkip(this.name, this.role, this.start);
+      this.current = await startOrSkip(this.name, this.role, () => this.start(this.nodeArgs));
       return { target: this.current, note: `restarted after: ${failure}` };
     }
     return { target: this.current };
   }
 
   /** A new process in place of the current one (idle-memory runs measure a fresh heap). */
-  async fresh(): Promise<{ target: Target; note?: string }> {
+  async fresh(nodeArgs: string[] = []): Promise<{ target: Target; note?: string }> {
     if (this.current && !this.current.skipped) {
       await this.current.stop();
       this.current = undefined;
     }
+    this.nodeArgs = nodeArgs;
     return this.ensure();
   }
 
@@ -149,7 +154,7 @@ async function runIdle(workload: Extract<Workload, { kind: 'idle' }>, slots: Tar
     // A proxy that just ran the throughput workloads carries their heap; garbage collection then
     // shrinks RSS during the measurement and the delta says nothing (seen: 140 → 134 MiB for
     // 10 000 clients). Every proxy with a process of its own is measured freshly started.
-    const { target } = slot.role === 'direct' ? await slot.ensure() : await slot.fresh();
+    const { target } = slot.role === 'direct' ? await slot.ensure() : await slot.fresh(COLLECTABLE_NODE_ARGS);
     if (target.skipped) {
       row.skipped = target.skipped;
       continue;
@@ -168,18 +173,26 @@ async function runIdle(workload: Extract<Workload, { kind: 'idle' }>, slots: Tar
         row.error = `${n} clients, not ${workload.clients}: the relay needs 2 fds per client and its open-file limit is ${fdLimit(target.pids[0])}`;
       }
     }
+    const rss = () => target.pids.reduce((sum, pid) => sum + (residentKiB(pid) ?? 0), 0);
     // One client first, so pools, caches and lazily built state exist before the baseline.
     const warm = await open(target.host, target.port, 1);
-    // The first half of the clients absorbs one-time growth (V8's young generation and heap
-    // sizing grow to their working size during thousands of connects, ~2 KiB per client on a
-    // fresh Node process); the figure is the RSS growth over the second half: what one more
-    // idle client costs.
+    // The first half of the clients absorbs one-time growth (V8's heap spaces grow to their
+    // working size during thousands of connects); the figure is the RSS growth over the second
+    // half: what one more idle client costs.
     const settle = await open(target.host, target.port, Math.floor(n / 2));
     await sleep(1000);
-    const rssBefore = target.pids.reduce((sum, pid) => sum + (residentKiB(pid) ?? 0), 0);
+    const rssBefore = rss();
+    if (target.collect) {
+      await target.collect();
+      row.rssBeforeCollectedKiB = rss();
+    }
     const clients = await open(target.host, target.port, n - Math.floor(n / 2));
     await sleep(2000);
-    const rssAfter = target.pids.reduce((sum, pid) => sum + (residentKiB(pid) ?? 0), 0);
+    const rssAfter = rss();
+    if (target.collect) {
+      await target.collect();
+      row.rssAfterCollectedKiB = rss();
+    }
     row.opened = clients.opened;
     row.failed = clients.failed;
     row.rssBeforeKiB = rssBefore;
@@ -188,7 +201,8 @@ async function runIdle(workload: Extract<Workload, { kind: 'idle' }>, slots: Tar
     if (failure) row.error = failure;
     else if (clients.failed > 0) row.error = `${clients.failed} failed, first: ${clients.firstError}`;
     if (warm.failed > 0 && clients.opened === 0) row.error = `login failed: ${warm.firstError}`;
-    log(`${workload.id} ${slot.name}: ${clients.opened} held, ${clients.failed} failed, RSS ${rssBefore} -> ${rssAfter} KiB${row.error ? ` (${row.error})` : ''}`);
+    const collected = target.collect ? `; after a full GC ${row.rssBeforeCollectedKiB} -> ${row.rssAfterCollectedKiB} KiB` : '';
+    log(`${workload.id} ${slot.name}: ${clients.opened} held, ${clients.failed} failed, RSS ${rssBefore} -> ${rssAfter} KiB${collected}${row.error ? ` (${row.error})` : ''}`);
     await clients.close();
     await settle.close();
     await warm.close();
@@ -286,11 +300,11 @@ async function main(): Promise<void> {
       versions.postgres = pg.version;
       const slots = [
         new TargetSlot('direct', 'direct', async () => pg.direct),
-        new TargetSlot('pipe-relay', 'floor', () => startPipeRelay(pg.server.port)),
+        new TargetSlot('pipe-relay', 'floor', (nodeArgs) => startPipeRelay(pg.server.port, nodeArgs)),
         new TargetSlot('pgbouncer', 'anchor', () => startPgBouncer(pg.server.port, plan.postgresPoolSize)),
-        new TargetSlot('sluice', 'sluice', async () => (noSluice ? skippedTarget('sluice', 'sluice', noSluice) : startSluicePostgres(pg.server.port, plan.postgresPoolSize))),
+        new TargetSlot('sluice', 'sluice', async (nodeArgs) => (noSluice ? skippedTarget('sluice', 'sluice', noSluice) : startSluicePostgres(pg.server.port, plan.postgresPoolSize, { nodeArgs }))),
         ...(plan.withWorkers
-          ? [new TargetSlot('sluice-w2', 'sluice', async () => (noSluice ? skippedTarget('sluice-w2', 'sluice', noSluice) : startSluicePostgres(pg.server.port, plan.postgresPoolSize, { workers: 2 })))]
+          ? [new TargetSlot('sluice-w2', 'sluice', async (nodeArgs) => (noSluice ? skippedTarget('sluice-w2', 'sluice', noSluice) : startSluicePostgres(pg.server.port, plan.postgresPoolSize, { workers: 2, nodeArgs })))]
           : []),
       ];
       cleanups.push(async () => {
@@ -312,11 +326,11 @@ async function main(): Promise<void> {
       cleanups.push(() => redis.server.stop());
       const slots = [
         new TargetSlot('direct', 'direct', async () => redis.direct),
-        new TargetSlot('pipe-relay', 'floor', () => startPipeRelay(redis.server.port)),
+        new TargetSlot('pipe-relay', 'floor', (nodeArgs) => startPipeRelay(redis.server.port, nodeArgs)),
         new TargetSlot('twemproxy', 'anchor', () => startTwemproxy(redis.server.port, plan.redisPoolSize)),
-        new TargetSlot('sluice', 'sluice', async () => (noSluice ? skippedTarget('sluice', 'sluice', noSluice) : startSluiceRedis(redis.server.port, plan.redisPoolSize))),
+        new TargetSlot('sluice', 'sluice', async (nodeArgs) => (noSluice ? skippedTarget('sluice', 'sluice', noSluice) : startSluiceRedis(redis.server.port, plan.redisPoolSize, { nodeArgs }))),
         ...(plan.withWorkers
-          ? [new TargetSlot('sluice-w2', 'sluice', async () => (noSluice ? skippedTarget('sluice-w2', 'sluice', noSluice) : startSluiceRedis(redis.server.port, plan.redisPoolSize, { workers: 2 })))]
+          ? [new TargetSlot('sluice-w2', 'sluice', async (nodeArgs) => (noSluice ? skippedTarget('sluice-w2', 'sluice', noSluice) : startSluiceRedis(redis.server.port, plan.redisPoolSize, { workers: 2, nodeArgs })))]
           : []),
       ];
       cleanups.push(async () => {

@@ -24,7 +24,30 @@ export interface Target {
   skipped?: string;
   /** Why the target is no longer usable (it exited mid-suite), checked before and after each run. */
   failure(): string | undefined;
+  /** Set for Node targets started with COLLECTABLE_NODE_ARGS: a full garbage collection in each process. */
+  collect?: () => Promise<void>;
   stop(): Promise<void>;
+}
+
+/**
+ * The flags the Dockerfile's entrypoint (and `npm start`, and the `sluice` command's shebang)
+ * runs sluice with; the bench runs it the same way. `--max-semi-space-size=2` caps V8's young
+ * generation at 2 MiB per semi-space instead of growing it to 16: every page of it that
+ * allocation has touched stays resident, which measured ~28 MiB of RSS on a proxy with
+ * thousands of clients, for no throughput gain (bench/README.md, "Idle memory").
+ */
+export const SLUICE_NODE_FLAGS = ['--max-semi-space-size=2'];
+
+const COLLECT_ON_SIGNAL_JS = new URL('./collect-on-signal.js', import.meta.url).href;
+
+/** Node flags that let the bench ask a Node target for a full garbage collection (Target.collect). */
+export const COLLECTABLE_NODE_ARGS = ['--expose-gc', '--import', COLLECT_ON_SIGNAL_JS];
+
+/** Signals every process of a target started with COLLECTABLE_NODE_ARGS and gives them time to collect. */
+async function collectIn(pids: number[]): Promise<void> {
+  for (const pid of pids) process.kill(pid, 'SIGUSR2');
+  // A full collection of a ~50 MiB heap takes tens of milliseconds; the wait is generous.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
 }
 
 /** Descriptors beyond the default 20 000 are needed for 10 000 idle clients through a relay (2 fds each). */
@@ -212,11 +235,13 @@ export async function startBenchRedis(): Promise<BenchRedis> {
 
 const PIPE_RELAY_JS = fileURLToPath(new URL('./pipe-relay.js', import.meta.url));
 
-export async function startPipeRelay(upstreamPort: number): Promise<Target> {
+export async function startPipeRelay(upstreamPort: number, nodeArgs: string[] = []): Promise<Target> {
   const port = await freePort();
-  const proc = new OwnedProcess('pipe-relay', process.execPath, [PIPE_RELAY_JS, String(port), `127.0.0.1:${upstreamPort}`]);
+  const proc = new OwnedProcess('pipe-relay', process.execPath, [...nodeArgs, PIPE_RELAY_JS, String(port), `127.0.0.1:${upstreamPort}`]);
   await proc.waitListening(port);
-  return asTarget('pipe-relay', 'floor', port, proc);
+  const target = asTarget('pipe-relay', 'floor', port, proc);
+  if (nodeArgs.includes('--expose-gc')) target.collect = () => collectIn(target.pids);
+  return target;
 }
 
 // --- the anchors ---
@@ -320,7 +345,7 @@ async function startSluiceWith(label: string, listenerYaml: (port: number) => st
     configPath,
     [`metrics: { listen: "127.0.0.1:${metricsPort}" }`, 'log: { level: warn }', 'shutdown_timeout: 2s', `workers: ${workers}`, listenerYaml(port), ''].join('\n'),
   );
-  const proc = new OwnedProcess(label, process.execPath, [...(options.nodeArgs ?? []), SLUICE_MAIN_JS, '--config', configPath], { cwd: dir });
+  const proc = new OwnedProcess(label, process.execPath, [...SLUICE_NODE_FLAGS, ...(options.nodeArgs ?? []), SLUICE_MAIN_JS, '--config', configPath], { cwd: dir });
   await proc.waitListening(port, async () => {
     try {
       return (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).status === 200;
@@ -332,6 +357,7 @@ async function startSluiceWith(label: string, listenerYaml: (port: number) => st
   const target = asTarget(name, 'sluice', port, proc);
   // /healthz answers once every worker listens, so all of them are forked by now.
   if (workers > 1) target.pids = [proc.pid, ...childPids(proc.pid)];
+  if (options.nodeArgs?.includes('--expose-gc')) target.collect = () => collectIn(target.pids);
   return target;
 }
 

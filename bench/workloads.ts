@@ -80,7 +80,7 @@ function idle(protocol: 'postgres' | 'redis', clients: number): Workload {
   return {
     kind: 'idle',
     id: `idle-${protocol === 'postgres' ? 'pg' : 'redis'}-${clients}`,
-    title: `Memory per idle client: ${clients} ${what}, freshly started proxies; RSS growth while the second ${clients - Math.floor(clients / 2)} connect, divided by them (the first half absorbs the heap's one-time growth)`,
+    title: `Memory per idle client: ${clients} ${what}, freshly started proxies; RSS growth while the second ${clients - Math.floor(clients / 2)} connect, divided by them (the first half absorbs the heap's one-time growth); Node processes are also read after a full garbage collection, and judged on that`,
     protocol,
     clients,
     ...(protocol === 'postgres' ? { exclude: { direct: NO_BACKENDS, 'pipe-relay': `${NO_BACKENDS} (the relay opens a backend per client)` } } : {}),

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 // The `sluice` command: parse flags, load and check the config, run the process.
 // Exit codes: 0 clean shutdown, 1 bad config or usage, 2 a listen address cannot be bound.
 // With `workers` > 1 this process becomes the cluster primary, and the same file, forked with

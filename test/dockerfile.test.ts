@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { DockerfileParser, type Instruction } from 'dockerfile-ast';
 import { validate } from 'dockerfile-utils';
 import t from 'tap';
+import { SLUICE_NODE_FLAGS } from '../bench/targets.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const text = readFileSync(join(REPO, 'Dockerfile'), 'utf8');
@@ -120,13 +121,20 @@ t.test('runs as a numeric non-root user, node as PID 1 in exec form, ports expos
   t.not(Number(gid ?? uid), 0, 'not the root group');
   const entrypoint = inRuntime('ENTRYPOINT');
   t.equal(entrypoint.length, 1);
-  t.same(JSON.parse(args(entrypoint[0])), ['node', 'dist/proxy/main.js'], 'exec form: node itself is PID 1 and gets SIGTERM');
+  t.same(JSON.parse(args(entrypoint[0])), ['node', ...SLUICE_NODE_FLAGS, 'dist/proxy/main.js'], 'exec form: node itself is PID 1 and gets SIGTERM, with the flags the bench measured');
   const exposed = inRuntime('EXPOSE').flatMap((i) => args(i).split(/\s+/));
   t.same(exposed.sort(), ['6380', '6432', '9898']);
   const health = inRuntime('HEALTHCHECK');
   t.equal(health.length, 1);
   t.match(args(health[0]), /CMD \["node", "-e", ".*\/healthz/, 'node asks /healthz (no curl in slim)');
   t.match(flag(health[0], 'timeout'), /^\d+s$/, 'a probe that hangs counts as a failure');
+});
+
+t.test('npm start and the sluice command run node with the same flags as the image', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8'));
+  t.equal(pkg.scripts.start, ['node', ...SLUICE_NODE_FLAGS, 'dist/proxy/main.js'].join(' '));
+  const shebang = readFileSync(join(REPO, 'proxy', 'main.ts'), 'utf8').split('\n')[0];
+  t.equal(shebang, `#!/usr/bin/env -S ${['node', ...SLUICE_NODE_FLAGS].join(' ')}`);
 });
 
 t.test('.dockerignore lets only the sources the build copies into the context', async (t) => {
