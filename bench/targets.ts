@@ -34,7 +34,7 @@ export interface Target {
  * runs sluice with; the bench runs it the same way. `--max-semi-space-size=2` caps V8's young
  * generation at 2 MiB per semi-space instead of growing it to 16: every page of it that
  * allocation has touched stays resident, which measured ~28 MiB of RSS on a proxy with
- * thousands of clients, for no throughput gain (bench/README.md, "Idle memory").
+ * thousands of clients, for about 1% more CPU at 500 clients (bench/README.md, "Idle memory").
  */
 export const SLUICE_NODE_FLAGS = ['--max-semi-space-size=2'];
 
