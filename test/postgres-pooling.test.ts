@@ -159,6 +159,24 @@ t.test('settings never leak between clients sharing one server (transaction mode
   }
 });
 
+t.test('a list setting from the startup options (search_path=a,b) is replayed whole on every server', async (t) => {
+  const sluice = await startListener(pg, { pool_mode: 'transaction', pool_size: 1 });
+  t.teardown(() => sluice.close());
+  await pg.psql('create schema if not exists s_first; create schema if not exists s_second; create table if not exists s_second.only_in_second (v int)');
+  const options = '-c search_path=s_first,s_second';
+  const direct = await connect(pg.port, { options });
+  const through = await connect(sluice.port, { options });
+  const other = await connect(sluice.port, { application_name: 'other' });
+  t.teardown(() => Promise.all([direct.end(), through.end(), other.end()]));
+  const expected = (await direct.query("select current_setting('search_path') sp")).rows[0].sp;
+  for (let round = 0; round < 3; round++) {
+    // The other client takes the one server in between, so each round replays the settings.
+    await other.query('select 1');
+    t.equal((await through.query("select current_setting('search_path') sp")).rows[0].sp, expected, `search_path as a direct connection has it (round ${round})`);
+    t.same((await through.query('select count(*)::int n from only_in_second')).rows[0], { n: 0 }, 'the second schema of the list is searched');
+  }
+});
+
 t.test('statement mode refuses a transaction block with a clear error; other clients carry on', async (t) => {
   const sluice = await startListener(pg, { pool_mode: 'statement', pool_size: 1 });
   t.teardown(() => sluice.close());

@@ -111,7 +111,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   server: ServerConnection | undefined;
   /** The server has had this client's settings applied and may receive its messages. */
   private linkReady = false;
-  /** Replies still to swallow on the server before the link is ready (the SET batch). */
+  /** Replies still to swallow on the server before the link is ready (the settings batch). */
   private swallowReadyForQuery = 0;
   private replayError: string | undefined;
   /** ReadyForQuery replies owed to this client: one per Sync, Query or FunctionCall sent. */
@@ -507,23 +507,30 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     else this.fatal('08006', `sluice: ${err.message}`);
   }
 
-  /** Applies this client's settings to a server that may carry another's: one SET batch, replies swallowed. */
+  /**
+   * Applies this client's settings to a server that may carry another's: one batch, replies
+   * swallowed. Values go through set_config(), not `SET name TO 'value'`: set_config takes the
+   * whole string as the startup packet and postgresql.conf give it, while SET reads one quoted
+   * literal of a list setting as a single element (search_path 'a,b' would become one schema
+   * named "a,b").
+   */
   private beginReplay(server: ServerConnection): void {
     if (this.paramsId === 0) this.paramsId = paramSetId(this.sessionParams, this.extraParams);
     if (server.paramsId === this.paramsId) {
       this.linkUp();
       return;
     }
-    const statements: string[] = [];
+    const settings: string[] = [];
     for (const [name, value] of this.sessionParams) {
       if (READ_ONLY_PARAMS.has(name) || server.params.get(name) === value) continue;
-      statements.push(`SET ${sqlIdentifier(name)} TO ${sqlLiteral(value)}`);
+      settings.push(`pg_catalog.set_config(${sqlLiteral(name)}, ${sqlLiteral(value)}, false)`);
     }
     for (const [name, value] of this.extraParams) {
       if (server.applied.get(name) === value) continue;
-      statements.push(`SET ${sqlIdentifier(name)} TO ${sqlLiteral(value)}`);
+      settings.push(`pg_catalog.set_config(${sqlLiteral(name)}, ${sqlLiteral(value)}, false)`);
       server.applied.set(name, value);
     }
+    const statements = settings.length > 0 ? [`SELECT ${settings.join(', ')}`] : [];
     for (const name of server.applied.keys()) {
       if (this.extraParams.has(name)) continue;
       statements.push(`RESET ${sqlIdentifier(name)}`);
@@ -718,7 +725,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   /** The client sent Terminate behind requests still running. */
   private terminating = false;
 
-  /** Replies to the SET batch: kept from the client, but they update what the server has. */
+  /** Replies to the settings batch: kept from the client, but they update what the server has. */
   private swallow(server: ServerConnection, type: number, buf: Buffer, start: number, end: number): void {
     if (type === BackendCode.parameterStatus) {
       const [name, value] = parseParameterStatus(buf, start, end);
@@ -883,7 +890,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       return;
     }
     if (!linkWasReady) {
-      // Nothing of the client's reached the server: only the SET batch's replies are owed.
+      // Nothing of the client's reached the server: only the settings batch's replies are owed.
       this.pendingSyncs = 0;
       this.unsynced = 0;
       this.requestSinceMs = 0;
@@ -926,7 +933,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     } else send();
   }
 
-  /** The server a cancel for this client may go to: only one running this client's own requests (not its SET batch). */
+  /** The server a cancel for this client may go to: only one running this client's own requests (not its settings batch). */
   get cancelTarget(): ServerConnection | undefined {
     return this.linkReady ? this.server : undefined;
   }
