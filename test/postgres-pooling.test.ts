@@ -177,6 +177,25 @@ t.test('a list setting from the startup options (search_path=a,b) is replayed wh
   }
 });
 
+t.test("a client's RESET of a startup setting does not take that setting from the next client with the same settings", async (t) => {
+  const sluice = await startListener(pg, { pool_mode: 'transaction', pool_size: 1 });
+  t.teardown(() => sluice.close());
+  const options = '-c statement_timeout=123s -c extra_float_digits=2';
+  const resetter = await connect(sluice.port, { options });
+  const next = await connect(sluice.port, { options });
+  const plain = await connect(sluice.port);
+  t.teardown(() => Promise.all([resetter.end(), next.end(), plain.end()]));
+  const show = "select current_setting('statement_timeout') st, current_setting('extra_float_digits') efd";
+  for (const reset of ['reset statement_timeout', 'reset all', 'set statement_timeout to default', 'discard all']) {
+    await resetter.query(reset);
+    // as on a direct connection, RESET goes back to the value the client started with
+    t.same((await resetter.query(show)).rows[0], { st: '123s', efd: '2' }, `${reset}: the resetting client is back at its startup settings`);
+    // the one server goes to a client whose startup settings are the same as the resetter's
+    t.same((await next.query(show)).rows[0], { st: '123s', efd: '2' }, `${reset}: the next client still has its startup settings`);
+    t.same((await plain.query(show)).rows[0], { st: '0', efd: '1' }, `${reset}: a client without them has none`);
+  }
+});
+
 t.test('statement mode refuses a transaction block with a clear error; other clients carry on', async (t) => {
   const sluice = await startListener(pg, { pool_mode: 'statement', pool_size: 1 });
   t.teardown(() => sluice.close());

@@ -24,6 +24,7 @@ import { Outbox } from './outbox.js';
 import { paramSetId } from './param-set.js';
 import { AuthCode, BackendCode, byteSet, FRONTEND_TYPES, FrontendCode, StartupCode, TxStatus } from './protocol-codes.js';
 import type { ServerConnection, ServerHandler } from './server-connection.js';
+import { commandTagEffect } from './sql-scan.js';
 import {
   authRequest,
   authSasl,
@@ -662,6 +663,10 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       case BackendCode.commandComplete:
         this.ctx.totals.queries++;
         server.copyIn = false;
+        // RESET [ALL], SET … TO DEFAULT and DISCARD ALL put settings back to the server's login
+        // values, not to this client's startup ones that sluice applied; the next link re-applies
+        // them (a direct connection's RESET returns to its startup values too).
+        if (server.applied.size > 0 && changesSettings(buf, start, end)) server.forgetApplied();
         break;
       case BackendCode.parameterStatus: {
         const [name, value] = parseParameterStatus(buf, start, end);
@@ -966,6 +971,11 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
     this.entry?.pinned.delete(this);
     this.entry?.metrics.unpin(reason);
   }
+}
+
+function changesSettings(buf: Buffer, start: number, end: number): boolean {
+  const effect = commandTagEffect(buf, start, end);
+  return effect === 'reset' || effect === 'set' || effect === 'discard-all';
 }
 
 /** Encoded ParameterStatus messages of a welcome, per param-set id: new clients of a pool mostly share one. */

@@ -122,6 +122,16 @@ export class ServerConnection implements PooledConnection, FrameSink {
     });
   }
 
+  /**
+   * A client's RESET, SET or DISCARD ALL may have changed settings sluice applied here: the
+   * values are no longer known, so the next client re-applies (or resets) every one of them.
+   * NUL cannot occur in a setting's value, so no client's value equals the marker.
+   */
+  forgetApplied(): void {
+    for (const name of this.applied.keys()) this.applied.set(name, '\0');
+    this.paramsId = 0;
+  }
+
   /** Records a reported parameter; a changed value forgets which client settings the server carries. */
   setParam(name: string, value: string): void {
     if (this.params.get(name) === value) return;
