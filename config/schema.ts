@@ -45,6 +45,19 @@ const pgTimeouts = z
     idle_in_transaction: duration.prefault('0s').meta({ description: 'A client idle inside a transaction this long is closed.' }),
     query: duration.prefault('0s').meta({ description: 'A query running this long is cancelled.' }),
     client_login: duration.prefault('30s').meta({ description: 'A client must finish its login within this.' }),
+    pool_idle: duration.prefault('1m').meta({ description: 'A pool with no clients and no server connections this long is removed, with its metric series (0s = never).' }),
+  })
+  .prefault({});
+
+const pgPassthrough = z
+  .strictObject({
+    max_verifications: z.number().int().min(1).default(4).meta({ description: 'Upstream password checks (real logins) running at once for the listener.' }),
+    max_user_verifications: z.number().int().min(1).default(2).meta({ description: 'Upstream password checks running at once for one user.' }),
+    max_queued_verifications: z.number().int().min(0).default(100).meta({ description: 'Logins waiting for a check slot; past it a login is refused with 53300.' }),
+    failure_delay: duration.prefault('500ms').meta({ description: 'After a wrong password, the next check for that (user, source address) waits this long; doubles per further failure.' }),
+    max_failure_delay: duration.prefault('30s').meta({ description: 'The longest back-off wait; a source idle for 10 times this starts again.' }),
+    recheck_interval: duration.prefault('5m').meta({ description: 'A learned password is checked upstream again once older than this (0s = never), so a rotated password stops working within it.' }),
+    max_tracked: z.number().int().min(16).default(10_000).meta({ description: 'Entries kept in each of the learned-password and the failure maps; the oldest goes first.' }),
   })
   .prefault({});
 
@@ -67,12 +80,27 @@ export const postgresListenerSchema = z.strictObject({
   min_pool_size: z.number().int().min(0).default(0),
   max_client_connections: z.number().int().min(1).default(10_000),
   auth_method: z.enum(['scram-sha-256', 'md5', 'trust', 'passthrough']).default('passthrough'),
+  passthrough: pgPassthrough.meta({ description: 'Limits of auth_method passthrough’s upstream password checks.' }),
+  max_pools: z.number().int().min(1).default(100).meta({ description: 'Pools (one per database and user) a listener keeps at once; a login needing one more gets 53300.' }),
   users: z.array(pgUser).default([]),
   admin_users: z.array(z.string().min(1)).default([]).meta({ description: 'Users allowed into the admin console (database "sluice").' }),
   tls: tlsListener.optional(),
   max_message_size: z.number().int().min(1024).max(1024 * 1024 * 1024).default(256 * 1024 * 1024).meta({ description: 'Bytes; a longer client message is a protocol violation (08P01).' }),
+  max_login_message_size: z
+    .number()
+    .int()
+    .min(1024)
+    .max(1024 * 1024)
+    .default(64 * 1024)
+    .meta({ description: 'Bytes; before authentication a longer client message (password, SASL) is a protocol violation (08P01). PostgreSQL allows 65535 for an auth token.' }),
   prepared_statements: z.boolean().default(true).meta({ description: 'Track protocol-level named prepared statements in transaction and statement mode.' }),
   max_prepared_statements: z.number().int().min(1).default(256).meta({ description: 'Per server connection; the least recently used is closed past this.' }),
+  max_client_prepared_statements: z
+    .number()
+    .int()
+    .min(1)
+    .default(1000)
+    .meta({ description: 'Per client (transaction and statement mode): named prepared statements one client may hold; a Parse of one more closes it with 53400. Needs a restart to change.' }),
   pin_on_session_state: z.boolean().default(true).meta({ description: 'Pin a client to its server when it creates session state (false = PgBouncer behaviour).' }),
   timeouts: pgTimeouts,
 });

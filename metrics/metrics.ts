@@ -14,6 +14,8 @@ export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 export const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 const POOL_LABELS = ['protocol', 'pool', 'database', 'user'] as const;
+/** The `user` label of an auth failure for a name no config (or upstream) vouches for: one series, whatever clients send. */
+export const UNKNOWN_USER_LABEL = '(unknown)';
 const LISTENER_LABELS = ['protocol', 'pool'] as const;
 
 type PoolLabels = Record<(typeof POOL_LABELS)[number], string>;
@@ -114,7 +116,8 @@ class PlainHistogram<L extends Record<string, string>> {
 export interface ListenerMetrics {
   accepted(): void;
   refused(reason: string): void;
-  authFailed(): void;
+  /** `user` is a configured user's name or UNKNOWN_USER_LABEL, never a name a client made up. */
+  authFailed(user: string): void;
   /** relayed: with workers > 1, passed to the worker that issued the key, which then counts it forwarded or dropped. */
   cancel(result: 'forwarded' | 'dropped' | 'relayed'): void;
   timeout(configKey: string): void;
@@ -148,7 +151,7 @@ export class Metrics {
   private readonly serverClosed = new Counter({ name: 'sluice_server_connections_closed_total', help: 'Upstream connections closed, by reason (idle, lifetime, error, reset-failed, session-state, retired, shutdown, resize).', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly timeouts = new Counter({ name: 'sluice_timeouts_total', help: 'Timeouts fired, by the config key that sets them.', labelNames: [...LISTENER_LABELS, 'config_key'], registers: [] });
   private readonly errors = new Counter({ name: 'sluice_errors_total', help: 'Errors returned to clients, by kind (SQLSTATE class or Redis error prefix).', labelNames: [...LISTENER_LABELS, 'kind'], registers: [] });
-  private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures.', labelNames: LISTENER_LABELS, registers: [] });
+  private readonly authFailures = new Counter({ name: 'sluice_auth_failures_total', help: 'Client authentication failures, by configured user ((unknown) for any other name).', labelNames: [...LISTENER_LABELS, 'user'], registers: [] });
   private readonly cancels = new Counter({ name: 'sluice_cancel_requests_total', help: 'Postgres cancel requests, by result (forwarded, dropped, relayed).', labelNames: [...LISTENER_LABELS, 'result'], registers: [] });
   private readonly pins = new Counter({ name: 'sluice_pins_total', help: 'Clients pinned to a server, by reason.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
   private readonly unpins = new Counter({ name: 'sluice_unpins_total', help: 'Pinned clients given back to transaction pooling because their session state is gone, by what ended it.', labelNames: [...POOL_LABELS, 'reason'], registers: [] });
@@ -199,6 +202,22 @@ export class Metrics {
   }
 
   /**
+   * A pool was removed (idle, or its listener's max_pools reclaimed it): its series go with it, so
+   * pools that come and go (a client naming many databases) do not pile up series. Gauges are
+   * rebuilt from snapshots at every scrape and need nothing.
+   */
+  async forgetPool(protocol: Protocol, pool: string, database: string, user: string): Promise<void> {
+    const key = [protocol, pool, database, user].join('\u0000');
+    for (const histogram of [this.waitSeconds, this.transactionSeconds, this.querySeconds]) histogram.recorders.delete(key);
+    for (const counter of [this.serverOpened, this.serverClosed, this.pins, this.unpins]) {
+      const { values } = await counter.get();
+      for (const { labels } of values) {
+        if (labels.protocol === protocol && labels.pool === pool && labels.database === database && labels.user === user) counter.remove(labels as Record<string, string>);
+      }
+    }
+  }
+
+  /**
    * Command recorders of one listener, one per family in the order given, made once and cached:
    * the caller indexes the array by family number on the hot path.
    */
@@ -211,7 +230,7 @@ export class Metrics {
     return {
       accepted: () => this.accepted.inc(labels),
       refused: (reason) => this.refused.inc({ ...labels, reason }),
-      authFailed: () => this.authFailures.inc(labels),
+      authFailed: (user) => this.authFailures.inc({ ...labels, user }),
       cancel: (result) => this.cancels.inc({ ...labels, result }),
       timeout: (configKey) => this.timeouts.inc({ ...labels, config_key: configKey }),
       error: (kind) => this.errors.inc({ ...labels, kind }),

@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   SLUICE_TOO_MANY_CLIENTS: 'max_client_connections was reached.',
   SLUICE_SHUTTING_DOWN: 'Sluice is draining after SIGTERM.',
   SLUICE_TIMEOUT: 'A per-connection timeout fired (client_idle, idle_in_transaction, query, command, client_login).',
+  SLUICE_AUTH_THROTTLED: 'Passthrough: more logins waited for an upstream password check than passthrough.max_queued_verifications.',
+  SLUICE_TOO_MANY_POOLS: 'A login would have created a pool past max_pools for its listener.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -77,5 +79,23 @@ export class ListenError extends SluiceError {
   override name = 'ListenError';
   constructor(address: string, reason: string, options?: ErrorOptions) {
     super('SLUICE_LISTEN_FAILED', `cannot listen on ${address}: ${reason}`, undefined, options);
+  }
+}
+
+export class AuthThrottledError extends SluiceError {
+  override name = 'AuthThrottledError';
+  constructor(waiting: number) {
+    super(
+      'SLUICE_AUTH_THROTTLED',
+      `too many logins waiting for an upstream password check (${waiting} waiting; passthrough.max_queued_verifications)`,
+      'passthrough.max_queued_verifications',
+    );
+  }
+}
+
+export class TooManyPoolsError extends SluiceError {
+  override name = 'TooManyPoolsError';
+  constructor(listener: string, maxPools: number) {
+    super('SLUICE_TOO_MANY_POOLS', `listener "${listener}" already has ${maxPools} pools, one per (database, user) in use (max_pools)`, 'max_pools');
   }
 }

@@ -50,7 +50,7 @@ export function populatedMetrics(): Metrics {
     const l = metrics.forListener(protocol, pool);
     l.accepted();
     l.refused('max_clients');
-    l.authFailed();
+    l.authFailed(user);
     l.cancel('forwarded');
     l.timeout('timeouts.client_idle');
     l.error('08');

@@ -22,6 +22,7 @@ import { Framer, type FrameSink } from './framer.js';
 import type { MessageTap, TapLink } from './message-tap.js';
 import { Outbox } from './outbox.js';
 import { paramSetId } from './param-set.js';
+import type { VerifyingClient } from './passthrough-verifier.js';
 import { AuthCode, BackendCode, byteSet, FRONTEND_TYPES, FrontendCode, StartupCode, TxStatus } from './protocol-codes.js';
 import type { ServerConnection, ServerHandler } from './server-connection.js';
 import { commandTagEffect } from './sql-scan.js';
@@ -60,10 +61,15 @@ export interface SessionContext {
   userPassword(user: string): PasswordKnowledge | undefined;
   /** A SCRAM secret for a user; a decoy for unknown users so they cannot be told apart. */
   scramSecret(user: string): { secret: ScramSecret; real: boolean };
-  /** passthrough: the password learned for a user. */
-  learnedPassword(user: string): string | undefined;
-  /** passthrough: logs in upstream with this password; resolves true/false, rejects when the upstream cannot be reached. */
-  verifyUpstream(database: string, user: string, password: string): Promise<boolean>;
+  /** The `user` label of an auth failure: the name when configured (or verified upstream), else UNKNOWN_USER_LABEL. */
+  authFailureLabel(user: string): string;
+  /** passthrough: the upstream accepted this password for the user recently enough (passthrough.recheck_interval). */
+  acceptsLearnedPassword(user: string, password: string): boolean;
+  /**
+   * passthrough: logs in upstream with this password within passthrough's limits; resolves
+   * true/false, rejects when the upstream cannot tell or too many logins wait (AuthThrottledError).
+   */
+  verifyUpstream(database: string, user: string, password: string, client: VerifyingClient): Promise<boolean>;
   issueKey(client: ClientSession, pid: number | undefined): { pid: number; secret: number };
   dropKey(client: ClientSession): void;
   cancel(pid: number, secret: number): void;
@@ -157,8 +163,11 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   ) {
     this.socket = socket;
     this.mode = ctx.config.pool_mode;
+    // Before authentication a client gets only what a login needs (a password or SASL message);
+    // max_message_size applies once it is authenticated, so no unknown peer can make sluice hold MiBs.
     this.framer = new Framer(this, {
-      maxMessageBytes: ctx.config.max_message_size,
+      maxMessageBytes: Math.min(ctx.config.max_login_message_size, ctx.config.max_message_size),
+      limitKey: 'max_login_message_size',
       validTypes: FRONTEND_TYPES,
       whole: CLIENT_WHOLE,
       wholeUpToBytes: 64 * 1024,
@@ -329,13 +338,13 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       return;
     }
     // passthrough: check against what the upstream accepted before; anything else is asked upstream.
-    const learned = this.ctx.learnedPassword(this.user);
-    if (learned !== undefined && safeEqual(learned, password)) {
+    if (this.ctx.acceptsLearnedPassword(this.user, password)) {
       this.authenticated();
       return;
     }
     this.step = 'verifying';
-    this.ctx.verifyUpstream(this.database, this.user, password).then(
+    const verifying = { addr: this.socket.remoteAddress ?? '', gone: () => this.state === 'closed' };
+    this.ctx.verifyUpstream(this.database, this.user, password, verifying).then(
       (ok) => {
         if (this.state === 'closed') return;
         if (ok) this.authenticated();
@@ -343,25 +352,36 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
         this.flushClient();
       },
       (err: SluiceError) => {
-        this.fatal('08006', err.message);
+        this.fatal(err.code === 'SLUICE_AUTH_THROTTLED' ? '53300' : '08006', err.message);
       },
     );
   }
 
   private authFailed(): void {
-    this.ctx.metrics.authFailed();
-    this.ctx.log.info({ client: this.id, user: this.user }, 'client authentication failed');
+    this.countAuthFailure('wrong password or unknown user');
     this.fatal('28P01', `password authentication failed for user "${this.user}"`);
   }
 
+  /** Counted under the user's name only when the listener vouches for it, so clients cannot mint series. */
+  private countAuthFailure(reason: string): void {
+    this.ctx.metrics.authFailed(this.ctx.authFailureLabel(this.user));
+    this.ctx.log.info({ client: this.id, user: this.user, addr: this.socket.remoteAddress, port: this.socket.remotePort, reason }, 'client authentication failed');
+  }
+
   private authenticated(): void {
+    this.framer.setMaxMessageBytes(this.ctx.config.max_message_size);
     this.out.addBuffer(authRequest(AuthCode.ok));
     if (this.database === ADMIN_DATABASE && this.ctx.admin) {
       this.startAdmin(this.ctx.admin);
       return;
     }
     this.step = 'welcome';
-    this.entry = this.ctx.poolFor(this.database, this.user);
+    try {
+      this.entry = this.ctx.poolFor(this.database, this.user);
+    } catch (err) {
+      this.fatal('53300', `sluice: ${(err as SluiceError).message}`);
+      return;
+    }
     this.ctx.loggedIn(this);
     this.entry.moveClient(this, 'idle');
     // Settings from the startup packet: reported ones become session parameters at welcome,
@@ -379,6 +399,7 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
   /** The admin console: no pool, no server; only users in admin_users. */
   private startAdmin(admin: AdminContext): void {
     if (!this.ctx.config.admin_users.includes(this.user)) {
+      this.countAuthFailure('not in admin_users');
       this.fatal('28000', `sluice: user "${this.user}" is not in admin_users`);
       return;
     }

@@ -23,6 +23,8 @@ export class DatabasePool implements ServerHandler {
   readonly pinned = new Set<PoolClient>();
   /** ParameterStatus values a server of this pool reported at login; the welcome for new clients. */
   welcomeParams: Map<string, string> | undefined;
+  /** Date.now() since when the pool has had no clients and no servers; 0 while it has some (the listener removes it after timeouts.pool_idle). */
+  emptySinceMs = 0;
 
   constructor(
     readonly database: string,

@@ -36,6 +36,8 @@ export interface FramerOptions {
   startup?: boolean;
   /** Used in error messages: "client" or "server". */
   peer: string;
+  /** The config key that sets maxMessageBytes, named in the error; max_message_size when unset. */
+  limitKey?: string;
 }
 
 export class Framer {
@@ -57,8 +59,8 @@ export class Framer {
     this.startup = options.startup ?? false;
   }
 
-  setMaxMessageBytes(bytes: number): void {
-    this.options = { ...this.options, maxMessageBytes: bytes };
+  setMaxMessageBytes(bytes: number, limitKey = 'max_message_size'): void {
+    this.options = { ...this.options, maxMessageBytes: bytes, limitKey };
   }
 
   /** True when no message is half-received (nothing buffered, nothing streaming). */
@@ -151,7 +153,7 @@ export class Framer {
     const bodyLength = buf.readInt32BE(at + 1);
     if (bodyLength < 4) return this.fail(`invalid message length ${bodyLength} from ${this.options.peer}`);
     if (bodyLength + 1 > this.options.maxMessageBytes) {
-      return this.fail(`message of ${bodyLength + 1} bytes from ${this.options.peer} exceeds max_message_size ${this.options.maxMessageBytes}`);
+      return this.fail(`message of ${bodyLength + 1} bytes from ${this.options.peer} exceeds ${this.options.limitKey ?? 'max_message_size'} ${this.options.maxMessageBytes}`);
     }
     return bodyLength + 1;
   }

@@ -6,15 +6,17 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { PostgresListenerConfig } from '../../config/schema.js';
-import type { ListenerMetrics } from '../../metrics/metrics.js';
+import { type ListenerMetrics, UNKNOWN_USER_LABEL } from '../../metrics/metrics.js';
 import type { AdminContext, AdminControls, ConnectionInfo } from '../admin/admin-console.js';
+import { TooManyPoolsError } from '../errors.js';
 import { bindServer, type Listener, type ListenerDeps, type ListenerSnapshot, type ListenerTotals, type ReloadOutcome } from '../listener.js';
 import type { Logger } from '../log.js';
 import type { Connector, PoolOptions } from '../pool/pool.js';
-import { type PasswordKnowledge, parsePassword, type ScramSecret, scramSecretFor } from './auth.js';
+import { type PasswordKnowledge, parsePassword, type ScramSecret, safeEqual, scramSecretFor } from './auth.js';
 import { ADMIN_DATABASE, ClientSession, type SessionContext } from './client-session.js';
 import { DatabasePool } from './database-pool.js';
 import type { MessageTap } from './message-tap.js';
+import { type PassthroughLimits, PassthroughVerifier, type VerifyingClient } from './passthrough-verifier.js';
 import { createSessionStateTap } from './session-state-tap.js';
 import { openServer, type ServerConnection, type UpstreamTarget } from './server-connection.js';
 import { errorResponse } from './wire-messages.js';
@@ -42,7 +44,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
   private readonly sessions = new Set<ClientSession>();
   private readonly pools = new Map<string, DatabasePool>();
   private readonly keys = new Map<number, ClientSession>();
-  private readonly learned = new Map<string, string>();
+  private readonly passthrough: PassthroughVerifier;
   private users = new Map<string, PasswordKnowledge>();
   private readonly scramSecrets = new Map<string, ScramSecret>();
   /** Salts decoy SCRAM secrets for unknown users, so repeated attempts see a stable salt. */
@@ -63,6 +65,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     deps.worker?.onForwardedCancel(config.name, (pid, secret) => this.cancelOwn(pid, secret));
     this.applyUsers();
     this.tlsContext = this.loadTls();
+    this.passthrough = new PassthroughVerifier(passthroughLimits(config), (database, user, password) => this.checkUpstream(database, user, password));
   }
 
   private loadTls(): SecureContext | undefined {
@@ -114,6 +117,11 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     const key = `${database}\0${user}`;
     let entry = this.pools.get(key);
     if (entry) return entry;
+    // Pools are made by what clients name: bounded, and empty ones make room before a refusal.
+    if (this.pools.size >= this.config.max_pools && !this.reclaimOneEmptyPool()) {
+      this.metrics.refused('max_pools');
+      throw new TooManyPoolsError(this.config.name, this.config.max_pools);
+    }
     const metrics = this.deps.metrics.forPool('postgres', this.config.name, database, user);
     const connector: Connector<ServerConnection> = {
       open: async (timeoutMs) => {
@@ -123,7 +131,10 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
           if (entry) server.attach(entry);
           return server;
         } catch (err) {
-          this.upstreamReachable = false;
+          const sqlstate = loginSqlstate(err);
+          // The server answered: it is up. A rejected learned password was rotated: check the next login upstream.
+          if (sqlstate === undefined) this.upstreamReachable = false;
+          if (sqlstate === '28P01' && this.config.server.password === undefined) this.passthrough.forget(user);
           this.log.warn({ database, user, err: (err as Error).message }, 'cannot open server connection');
           throw err;
         }
@@ -169,7 +180,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     const upstreamUser = server.user ?? user;
     let password = server.password;
     if (password === undefined) {
-      password = this.learned.get(user);
+      password = this.passthrough.learnedPassword(user);
       const known = this.users.get(user);
       if (password === undefined && known?.kind === 'plain') password = known.password;
     }
@@ -196,23 +207,19 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     return { secret: { iterations: 4096, salt, storedKey: randomBytes(32), serverKey: randomBytes(32) }, real: false };
   }
 
-  learnedPassword(user: string): string | undefined {
-    return this.learned.get(user);
+  authFailureLabel(user: string): string {
+    const known = this.users.has(user) || this.config.admin_users.includes(user) || this.passthrough.knowsUser(user);
+    return known ? user : UNKNOWN_USER_LABEL;
   }
 
-  /** Concurrent first logins of one user with one password share one upstream check. */
-  private readonly verifying = new Map<string, Promise<boolean>>();
+  acceptsLearnedPassword(user: string, password: string): boolean {
+    return this.passthrough.acceptsLocally(user, password, safeEqual);
+  }
 
-  verifyUpstream(database: string, user: string, password: string): Promise<boolean> {
+  verifyUpstream(database: string, user: string, password: string, client: VerifyingClient): Promise<boolean> {
     // An admin console login (passthrough) is checked against the upstream's default database.
     if (database === ADMIN_DATABASE && this.admin) database = 'postgres';
-    const key = `${database}\0${user}\0${password}`;
-    let check = this.verifying.get(key);
-    if (!check) {
-      check = this.checkUpstream(database, user, password).finally(() => this.verifying.delete(key));
-      this.verifying.set(key, check);
-    }
-    return check;
+    return this.passthrough.verify(database, user, password, client);
   }
 
   private async checkUpstream(database: string, user: string, password: string): Promise<boolean> {
@@ -223,20 +230,58 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
       this.upstreamReachable = true;
       // The checked connection is logged in exactly as the pool would log in: keep it there.
       const samePool = this.config.server.user === undefined && this.config.server.password === undefined;
-      const entry = samePool ? this.poolFor(database, user) : undefined;
+      const entry = samePool ? this.pools.get(`${database}\0${user}`) ?? this.tryPoolFor(database, user) : undefined;
       if (entry) {
         entry.learnWelcome(server);
         server.attach(entry);
       }
       if (!entry?.pool.adopt(server)) server.terminate();
     } catch (err) {
-      const message = (err as Error).message;
-      if (/\b28P01\b|\b28000\b|password/.test(message)) return false;
-      this.upstreamReachable = false;
+      const sqlstate = loginSqlstate(err);
+      if (sqlstate === '28P01' || sqlstate === '28000') return false;
+      // Any other answer (3D000 no such database, 53300 too many clients) came from a live server.
+      if (sqlstate === undefined) this.upstreamReachable = false;
       throw err;
     }
-    this.learned.set(user, password);
     return true;
+  }
+
+  /** poolFor, or nothing when max_pools is reached (the login that needs it is refused then). */
+  private tryPoolFor(database: string, user: string): DatabasePool | undefined {
+    try {
+      return this.poolFor(database, user);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Removes pools that have had no clients and no servers for timeouts.pool_idle. */
+  private reclaimIdlePools(nowMs: number): void {
+    const idleMs = this.config.timeouts.pool_idle;
+    if (idleMs === 0) return;
+    for (const [key, entry] of this.pools) {
+      if (!poolIsEmpty(entry)) entry.emptySinceMs = 0;
+      else if (entry.emptySinceMs === 0) entry.emptySinceMs = nowMs;
+      else if (nowMs - entry.emptySinceMs >= idleMs) this.removePool(key, entry);
+    }
+  }
+
+  /** At max_pools: the pool empty the longest goes at once, whatever timeouts.pool_idle says. */
+  private reclaimOneEmptyPool(): boolean {
+    let oldest: [string, DatabasePool] | undefined;
+    for (const pair of this.pools) {
+      if (poolIsEmpty(pair[1]) && (oldest === undefined || pair[1].emptySinceMs < oldest[1].emptySinceMs)) oldest = pair;
+    }
+    if (oldest === undefined) return false;
+    this.removePool(oldest[0], oldest[1]);
+    return true;
+  }
+
+  private removePool(key: string, entry: DatabasePool): void {
+    this.pools.delete(key);
+    entry.pool.close();
+    this.log.debug({ database: entry.database, user: entry.user }, 'pool removed: no clients and no servers');
+    void this.deps.metrics.forgetPool('postgres', this.config.name, entry.database, entry.user);
   }
 
   /**
@@ -294,6 +339,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
   private sweep(): void {
     const now = Date.now();
     for (const client of this.sessions) client.checkTimeouts(now);
+    this.reclaimIdlePools(now);
   }
 
   // ─────────────── Listener ───────────────
@@ -335,7 +381,8 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'cannot load tls files; keeping the previous ones');
     }
-    if (serverChanged) this.learned.clear();
+    if (serverChanged) this.passthrough.forgetAll();
+    this.passthrough.reconfigure(passthroughLimits(this.config));
     for (const entry of this.pools.values()) {
       entry.pool.reconfigure(this.poolOptions());
       if (serverChanged) {
@@ -423,4 +470,28 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
       accepting: this.accepting,
     };
   }
+}
+
+function passthroughLimits(config: PostgresListenerConfig): PassthroughLimits {
+  const p = config.passthrough;
+  return {
+    maxConcurrent: p.max_verifications,
+    maxPerUser: p.max_user_verifications,
+    maxQueued: p.max_queued_verifications,
+    failureDelayMs: p.failure_delay,
+    maxFailureDelayMs: p.max_failure_delay,
+    recheckMs: p.recheck_interval,
+    maxTracked: p.max_tracked,
+  };
+}
+
+/** The SQLSTATE of the server's ErrorResponse that ended an upstream login, if the server sent one. */
+function loginSqlstate(err: unknown): string | undefined {
+  // ConnectError reasons from the login read "<SQLSTATE> <message>" (server-connection.ts LoginRun)
+  return /^cannot connect to upstream \S+: ([0-9A-Z]{5}) /.exec((err as Error).message)?.[1];
+}
+
+/** No client of any state and no server connection, opening ones included. */
+function poolIsEmpty(entry: DatabasePool): boolean {
+  return entry.clientCount === 0 && entry.pool.total() === 0 && entry.pool.waiting === 0 && entry.pinned.size === 0;
 }

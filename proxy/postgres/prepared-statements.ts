@@ -31,8 +31,8 @@
 // transaction a Parse is answered locally only for COMMIT/ROLLBACK-like text; other Parses go to
 // the server, which answers 25P02 as it would directly.
 import { createHash } from 'node:crypto';
-import { BackendCode, FrontendCode, TxStatus } from './protocol-codes.js';
 import { type Expectation, type ReplyHooks, ReplyQueue, type ReplySink, errorMessageOf, nextSeq, renameInError } from './prepared-reply-queue.js';
+import { BackendCode, FrontendCode, TxStatus } from './protocol-codes.js';
 import { type CommandTagEffect, commandTagEffect, isTransactionExitStatement, scanQueryMessage } from './sql-scan.js';
 
 /** One unique (query text, parameter types), under its sluice-wide name. */
@@ -115,7 +115,13 @@ interface ClientStatement {
 export class ClientStatements {
   readonly names = new Map<string, ClientStatement>();
 
-  constructor(readonly registry: StatementRegistry) {}
+  constructor(
+    readonly registry: StatementRegistry,
+    /** Most names this client may hold (max_client_prepared_statements). */
+    readonly maxNames = Number.POSITIVE_INFINITY,
+    /** Called instead of mapping one more name past maxNames; the caller closes the client. */
+    readonly overLimit: (maxNames: number) => void = () => {},
+  ) {}
 
   /** The sluice name a client name maps to now, if any (for logs, tests, SHOW). */
   sluiceName(clientName: string): string | undefined {
@@ -685,6 +691,11 @@ function onParse(client: ClientStatements, server: ServerStatements, buf: Buffer
       registry.retain(statement);
     };
     server.replies.push({ reply: 'parse', action: 'forward', context, onDone: adopt }, reply);
+    return;
+  }
+  if (client.names.size >= client.maxNames) {
+    // nothing is sent: the client is closed, so no reply order is owed
+    client.overLimit(client.maxNames);
     return;
   }
   const statement = client.registry.resolve(buf, nameEnd + 1, end);

@@ -105,6 +105,8 @@ interface ClientEntry extends BatchRetrier {
 export interface SessionStateOptions {
   preparedStatements: boolean;
   maxPreparedStatements: number;
+  /** Named statements one client may hold; the Parse of one more closes the client. */
+  maxClientStatements?: number;
   pinOnSessionState: boolean;
 }
 
@@ -262,7 +264,7 @@ export class SessionStateTap implements MessageTap {
     let entry = this.clients.get(link);
     if (entry === undefined) {
       const created: ClientEntry = {
-        statements: new ClientStatements(this.registry),
+        statements: new ClientStatements(this.registry, this.options.maxClientStatements, (count) => clientStatementLimitReached(link, count)),
         stream: new ClientStream(),
         held: [],
         pins: undefined,
@@ -312,11 +314,17 @@ function retryBatch(client: ClientEntry, server: ServerStatements, failed: Expec
  * The tap for a listener, or undefined when both features are off. A session-mode listener gets
  * one too (it steps aside per client in session mode) so a reload to transaction mode finds it.
  */
+/** A client holds max_client_prepared_statements names and Parsed one more: sluice holds each client's texts, so this is where it stops. */
+function clientStatementLimitReached(link: TapLink, count: number): void {
+  link.error('FATAL', '53400', `sluice: more than ${count} named prepared statements on one connection (max_client_prepared_statements); close (DEALLOCATE) statements no longer needed`);
+}
+
 export function createSessionStateTap(config: PostgresListenerConfig): SessionStateTap | undefined {
   if (!config.prepared_statements && !config.pin_on_session_state) return undefined;
   return new SessionStateTap({
     preparedStatements: config.prepared_statements,
     maxPreparedStatements: config.max_prepared_statements,
+    maxClientStatements: config.max_client_prepared_statements,
     pinOnSessionState: config.pin_on_session_state,
   });
 }

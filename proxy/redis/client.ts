@@ -54,7 +54,8 @@ export interface ClientHost {
   serverInfo(): ServerInfo | null;
   clients(): Iterable<RedisClient>;
   removed(client: RedisClient): void;
-  authFailed(): void;
+  /** `user` as the client named it; `addr` its source address (for the log). */
+  authFailed(user: string, addr: string): void;
   /** sluice answered an error of this kind (its prefix, or `other`). */
   errorReplied(kind: string): void;
   pinned(user: string, db: number, reason: string): void;
@@ -607,7 +608,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     }
     const user = args.length === 3 ? args[1].toString() : 'default';
     if (!this.host.authenticate(user, args[args.length - 1])) {
-      this.host.authFailed();
+      this.host.authFailed(user, `${this.socket.remoteAddress}:${this.socket.remotePort}`);
       return WRONGPASS;
     }
     this.switchUser(user);
@@ -655,7 +656,7 @@ export class RedisClient implements ReplyTarget, Waiter<Upstream> {
     }
     if (authUser !== null && authPass !== null) {
       if (!this.host.requiresAuth() || !this.host.authenticate(authUser, authPass)) {
-        if (this.host.requiresAuth()) this.host.authFailed();
+        if (this.host.requiresAuth()) this.host.authFailed(authUser, `${this.socket.remoteAddress}:${this.socket.remotePort}`);
         return this.local(raw, kind, name, WRONGPASS);
       }
     } else if (!this.authed) {

@@ -3,7 +3,7 @@
 // connections per user — plus drain, close, reload and the snapshot metrics read.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { RedisListenerConfig } from '../../config/schema.js';
-import type { ListenerMetrics, PoolMetrics } from '../../metrics/metrics.js';
+import { type ListenerMetrics, type PoolMetrics, UNKNOWN_USER_LABEL } from '../../metrics/metrics.js';
 import type { SluiceError } from '../errors.js';
 import { bindServer, type Listener, type ListenerDeps, type ListenerSnapshot, type ListenerTotals, type PoolSnapshot, type ReloadOutcome } from '../listener.js';
 import { type CloseReason, Pool } from '../pool/pool.js';
@@ -261,8 +261,11 @@ class RedisListener implements Listener, ClientHost {
     if (this.draining && this.clientSet.size === 0) this.quitPools();
   }
 
-  authFailed(): void {
-    this.metrics.authFailed();
+  authFailed(user: string, addr: string): void {
+    // Only configured names become label values: a client trying random names adds no series.
+    const known = this.config.users.some((u) => u.name === user) || (user === 'default' && this.config.password !== undefined);
+    this.metrics.authFailed(known ? user : UNKNOWN_USER_LABEL);
+    this.deps.log.info({ listener: this.name, user, addr }, 'client authentication failed');
   }
 
   errorReplied(kind: string): void {
