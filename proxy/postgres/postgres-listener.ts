@@ -266,14 +266,17 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
     }
   }
 
-  /** At max_pools: the pool empty the longest goes at once, whatever timeouts.pool_idle says. */
+  /**
+   * At max_pools: a pool no client uses goes at once, whatever timeouts.pool_idle says (its idle
+   * servers close); the one with the fewest idle servers, so the least warm state is lost.
+   */
   private reclaimOneEmptyPool(): boolean {
-    let oldest: [string, DatabasePool] | undefined;
+    let best: [string, DatabasePool] | undefined;
     for (const pair of this.pools) {
-      if (poolIsEmpty(pair[1]) && (oldest === undefined || pair[1].emptySinceMs < oldest[1].emptySinceMs)) oldest = pair;
+      if (poolIsUnused(pair[1]) && (best === undefined || pair[1].pool.idle.length < best[1].pool.idle.length)) best = pair;
     }
-    if (oldest === undefined) return false;
-    this.removePool(oldest[0], oldest[1]);
+    if (best === undefined) return false;
+    this.removePool(best[0], best[1]);
     return true;
   }
 
@@ -493,5 +496,10 @@ function loginSqlstate(err: unknown): string | undefined {
 
 /** No client of any state and no server connection, opening ones included. */
 function poolIsEmpty(entry: DatabasePool): boolean {
-  return entry.clientCount === 0 && entry.pool.total() === 0 && entry.pool.waiting === 0 && entry.pinned.size === 0;
+  return poolIsUnused(entry) && entry.pool.idle.length === 0;
+}
+
+/** No client and no server lent, opening or being cleaned: at most idle servers. */
+function poolIsUnused(entry: DatabasePool): boolean {
+  return entry.clientCount === 0 && entry.pool.active.size === 0 && entry.pool.opening.size === 0 && entry.pool.waiting === 0 && entry.pinned.size === 0;
 }
