@@ -2,6 +2,7 @@
 // Every problem is collected (not just the first) and reported with its YAML path and value,
 // so `sluice --check` tells an operator everything that is wrong in one go.
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { type Config, configSchema } from './schema.js';
@@ -102,6 +103,16 @@ function crossCheck(config: Config): string[] {
     if (pg.server.tls === 'verify-full' && !pg.server.ca_file) {
       problems.push(`postgres[${i}].server.ca_file: needed when server.tls is verify-full`);
     }
+    const cipherProblem = (path: string, ciphers: string | undefined) => {
+      if (ciphers === undefined) return;
+      try {
+        createSecureContext({ ciphers });
+      } catch (err) {
+        problems.push(`${path}: not a cipher list OpenSSL accepts (${(err as Error).message}), got ${JSON.stringify(ciphers)}`);
+      }
+    };
+    cipherProblem(`postgres[${i}].server.tls_ciphers`, pg.server.tls_ciphers);
+    cipherProblem(`postgres[${i}].tls.ciphers`, pg.tls?.ciphers);
   });
   config.redis.forEach((rd, i) => {
     claim(names, rd.name, `redis[${i}].name`, 'name');

@@ -25,9 +25,16 @@ const listenAddress = z
 const port = z.number().int().min(1).max(65535);
 const poolSize = z.number().int().min(1).max(10_000);
 
+/** TLS versions sluice will negotiate at least; older ones are refused (TLSv1.0/1.1 are broken). */
+const tlsMinVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
+/** An OpenSSL cipher list (TLS 1.2 names and TLS 1.3 suite names); unset = Node's default list. */
+const tlsCiphers = z.string().min(1);
+
 const tlsListener = z.strictObject({
   cert_file: z.string().min(1).meta({ description: 'PEM certificate chain presented to clients.' }),
   key_file: z.string().min(1).meta({ description: 'PEM private key for cert_file.' }),
+  min_version: tlsMinVersion.default('TLSv1.2').meta({ description: 'Oldest TLS version a client may use: TLSv1.2 or TLSv1.3.' }),
+  ciphers: tlsCiphers.optional().meta({ description: 'OpenSSL cipher list offered to clients (e.g. ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_128_GCM_SHA256); unset = Node’s default.' }),
 });
 
 const pgUser = z.strictObject({
@@ -66,6 +73,8 @@ const pgServer = z.strictObject({
   port: port.default(5432),
   tls: z.enum(['disable', 'prefer', 'require', 'verify-full']).default('disable'),
   ca_file: z.string().optional().meta({ description: 'CA bundle for server.tls verify-full.' }),
+  tls_min_version: tlsMinVersion.default('TLSv1.2').meta({ description: 'Oldest TLS version sluice accepts from the server: TLSv1.2 or TLSv1.3.' }),
+  tls_ciphers: tlsCiphers.optional().meta({ description: 'OpenSSL cipher list sluice offers the server; unset = Node’s default.' }),
   user: z.string().optional().meta({ description: 'Log in upstream as this user instead of the client’s.' }),
   password: z.string().optional().meta({ description: 'Password for server.user.' }),
   database: z.string().optional().meta({ description: 'Upstream database instead of the client’s.' }),

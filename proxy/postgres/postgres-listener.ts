@@ -71,7 +71,7 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
   private loadTls(): SecureContext | undefined {
     const tls = this.config.tls;
     if (!tls) return undefined;
-    return createSecureContext({ cert: readFileSync(tls.cert_file), key: readFileSync(tls.key_file) });
+    return createSecureContext({ cert: readFileSync(tls.cert_file), key: readFileSync(tls.key_file), minVersion: tls.min_version, ciphers: tls.ciphers });
   }
 
   private applyUsers(): void {
@@ -80,8 +80,8 @@ export class PostgresListener implements Listener, SessionContext, AdminControls
   }
 
   private get target(): UpstreamTarget {
-    const { host, port, tls, ca_file } = this.config.server;
-    return { host, port, tls, caFile: ca_file };
+    const { host, port, tls, ca_file, tls_min_version, tls_ciphers } = this.config.server;
+    return { host, port, tls, caFile: ca_file, tlsMinVersion: tls_min_version, tlsCiphers: tls_ciphers };
   }
 
   async start(): Promise<void> {

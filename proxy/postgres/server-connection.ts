@@ -31,6 +31,10 @@ export interface UpstreamTarget {
   port: number;
   tls: ServerTls;
   caFile?: string;
+  /** server.tls_min_version; Node's default (TLSv1.2) when unset. */
+  tlsMinVersion?: 'TLSv1.2' | 'TLSv1.3';
+  /** server.tls_ciphers: an OpenSSL cipher list. */
+  tlsCiphers?: string;
 }
 
 export interface LoginParams {
@@ -390,7 +394,15 @@ export function connectUpstream(target: UpstreamTarget, timeoutMs: number, label
         } catch (err) {
           return finish(new ConnectError(label, `cannot read server.ca_file: ${(err as Error).message}`));
         }
-        current = tlsConnect({ socket: raw, host: target.host, servername: isIP(target.host) ? undefined : target.host, rejectUnauthorized: verify, ca });
+        current = tlsConnect({
+          socket: raw,
+          host: target.host,
+          servername: isIP(target.host) ? undefined : target.host,
+          rejectUnauthorized: verify,
+          ca,
+          minVersion: target.tlsMinVersion,
+          ciphers: target.tlsCiphers,
+        });
         current.once('error', onError);
         current.once('close', onClose);
         current.once('secureConnect', () => finish());
