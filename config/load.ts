@@ -91,6 +91,9 @@ function crossCheck(config: Config): string[] {
     else map.set(key, path);
   };
   claim(listens, config.metrics.listen, 'metrics.listen', 'address');
+  if (config.metrics.status_access === 'token' && config.metrics.status_token === undefined) {
+    problems.push('metrics.status_token: needed when metrics.status_access is token');
+  }
   config.postgres.forEach((pg, i) => {
     claim(names, pg.name, `postgres[${i}].name`, 'name');
     claim(listens, pg.listen, `postgres[${i}].listen`, 'address');

@@ -153,7 +153,23 @@ export const redisListenerSchema = z.strictObject({
 });
 
 export const configSchema = z.strictObject({
-  metrics: z.strictObject({ listen: listenAddress.default('127.0.0.1:9898') }).prefault({}),
+  metrics: z
+    .strictObject({
+      listen: listenAddress.default('127.0.0.1:9898'),
+      status_access: z
+        .enum(['loopback', 'token', 'open'])
+        .default('loopback')
+        .meta({
+          description:
+            'Who GET /status shows database and user names and upstream addresses to (others get "(redacted)"): loopback = loopback callers and status_token holders; token = status_token holders only (in a pod, loopback is every container); open = everyone. Needs a restart to change.',
+        }),
+      status_token: z
+        .string()
+        .min(16)
+        .optional()
+        .meta({ description: 'A caller sending Authorization: Bearer <this> sees names in /status (status_access loopback or token).' }),
+    })
+    .prefault({}),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).prefault({}),
   shutdown_timeout: duration.prefault('30s').meta({ description: 'Longest drain after SIGTERM before the rest is closed.' }),
   shutdown_delay: duration.prefault('0s').meta({ description: 'Keep serving this long after SIGTERM before draining.' }),

@@ -2,6 +2,7 @@
 // the process drains, so Kubernetes and Prometheus can still see sluice until it exits.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { ListenerSnapshot } from '../proxy/listener.js';
+import { redactStatus, type StatusAccess, statusCallerAllowed } from './status-access.js';
 
 export interface Readiness {
   ready: boolean;
@@ -19,6 +20,8 @@ export interface HttpDeps {
   metrics: MetricsSource;
   readiness(): Readiness | Promise<Readiness>;
   status(): unknown;
+  /** metrics.status_access and status_token: who may read names in /status. */
+  statusAccess?: StatusAccess;
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {
@@ -51,7 +54,10 @@ export function createHttpServer(deps: HttpDeps): Server {
         return;
       case '/status':
         Promise.resolve(deps.status()).then(
-          (status) => send(res, 200, 'application/json', `${JSON.stringify(status, null, 2)}\n`),
+          (status) => {
+            const shown = statusCallerAllowed(req, deps.statusAccess ?? { mode: 'loopback' }) ? status : redactStatus(status);
+            send(res, 200, 'application/json', `${JSON.stringify(shown, null, 2)}\n`);
+          },
           (err: Error) => send(res, 500, 'text/plain', `status failed: ${err.message}\n`),
         );
         return;

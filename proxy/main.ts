@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, DEFAULT_CONFIG_YAML, loadConfigFile, parseConfig } from '../config/load.js';
+import { inlineSecretWarning } from '../config/secret-file-check.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from './log.js';
 import { Sluice } from './sluice.js';
@@ -55,13 +56,16 @@ async function main(argv: string[]): Promise<number | undefined> {
     }
     throw err;
   }
+  const secretWarning = configPath ? inlineSecretWarning(configPath) : undefined;
   if (flags.check) {
+    if (secretWarning) process.stderr.write(`warning: ${secretWarning}\n`);
     process.stdout.write(`${configPath ?? '(embedded default)'}: ok\n`);
     return 0;
   }
 
   const log = createLogger(config.log.level);
   log.info({ version: version(), config: configPath ?? '(embedded default)', pid: process.pid, workers: config.workers }, 'sluice starting');
+  if (secretWarning) log.warn({ config: configPath }, secretWarning);
   const options = { config, log, configPath, version: version(), exit: (code: number) => process.exit(code) };
   const sluice = config.workers > 1 ? new (await import('./cluster/primary.js')).ClusterPrimary(options) : new Sluice(options);
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => sluice.onSignal(signal));

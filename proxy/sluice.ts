@@ -27,7 +27,7 @@ export function configRows(config: Config): Array<[string, string]> {
     });
     else if (node !== null && typeof node === 'object') {
       for (const [key, value] of Object.entries(node)) {
-        if (key === 'password' || key === 'users') continue;
+        if (key === 'password' || key === 'users' || key === 'status_token') continue;
         walk(value, path === '' ? key : `${path}.${key}`);
       }
     } else out.push([path, String(node)]);
@@ -114,6 +114,7 @@ export class Sluice {
         metrics: this.metrics,
         readiness: () => this.readiness(),
         status: () => statusDocument(this.metrics.snapshots()),
+        statusAccess: { mode: this.config.metrics.status_access, token: this.config.metrics.status_token },
       });
       await bindServer(this.http as unknown as import('node:net').Server, this.config.metrics.listen);
       this.log.info({ listen: this.config.metrics.listen }, 'metrics listening: GET /metrics /healthz /readyz /status');

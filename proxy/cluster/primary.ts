@@ -95,6 +95,7 @@ export class ClusterPrimary {
         metrics: { render: () => this.renderMetrics(), contentType: this.metrics.contentType },
         readiness: () => this.readiness(),
         status: () => this.status(),
+        statusAccess: { mode: this.config.metrics.status_access, token: this.config.metrics.status_token },
       });
       await bindServer(this.http as unknown as NetServer, this.config.metrics.listen);
     } catch (err) {
