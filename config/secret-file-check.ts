@@ -11,8 +11,9 @@ const ONLY_ENV_REFS = /^(\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})*$/;
 
 /** YAML paths of secrets written inline (anything but ${VAR} references). */
 function inlineSecretPaths(node: unknown, path: PropertyKey[], found: string[]): void {
-  if (Array.isArray(node)) node.forEach((item, i) => inlineSecretPaths(item, [...path, i], found));
-  else if (node !== null && typeof node === 'object') {
+  if (Array.isArray(node)) {
+    for (const [i, item] of node.entries()) inlineSecretPaths(item, [...path, i], found);
+  } else if (node !== null && typeof node === 'object') {
     for (const [key, value] of Object.entries(node)) {
       if (SECRET_KEYS.has(key) && typeof value === 'string' && value !== '' && !ONLY_ENV_REFS.test(value)) found.push(formatPath([...path, key]));
       else inlineSecretPaths(value, [...path, key], found);

@@ -32,7 +32,7 @@ t.test('--check warns about inline secrets in a file group or others can read, a
   chmodSync(inline, 0o600);
   t.equal((await check(inline)).stderr, '', 'owner-only file: no warning');
   const fromEnv = join(dir, 'env.yaml');
-  writeFileSync(fromEnv, listener('${APP_PASSWORD}'));
+  writeFileSync(fromEnv, listener(`\${APP_PASSWORD}`));
   chmodSync(fromEnv, 0o644);
   t.equal((await check(fromEnv)).stderr, '', 'secrets read from the environment: no warning');
 });
