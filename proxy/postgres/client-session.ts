@@ -343,7 +343,10 @@ export class ClientSession implements FrameSink, Waiter<ServerConnection>, Serve
       return;
     }
     this.step = 'verifying';
-    const verifying = { addr: this.socket.remoteAddress ?? '', gone: () => this.state === 'closed' };
+    // A client that leaves while held back by passthrough's back-off frees its timer at once.
+    const left = new AbortController();
+    this.socket.once('close', () => left.abort());
+    const verifying = { addr: this.socket.remoteAddress ?? '', gone: () => this.state === 'closed', signal: left.signal };
     this.ctx.verifyUpstream(this.database, this.user, password, verifying).then(
       (ok) => {
         if (this.state === 'closed') return;

@@ -20,6 +20,7 @@
 // login that uses it: a password rotated with ALTER ROLE stops working through sluice within
 // that interval (and at once when a pool login with it is rejected: `forget`). Both maps hold
 // at most max_tracked entries; the oldest goes first.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AuthThrottledError } from '../errors.js';
 
 export interface PassthroughLimits {
@@ -45,6 +46,8 @@ export type UpstreamCheck = (database: string, user: string, password: string) =
 export interface VerifyingClient {
   addr: string;
   gone(): boolean;
+  /** Aborted when the client's connection closes: a back-off wait ends then. */
+  signal?: AbortSignal;
 }
 
 interface Learned {
@@ -61,6 +64,16 @@ interface Failures {
 interface QueuedCheck {
   user: string;
   start: () => void;
+  /** Some client still waits for this check's answer. */
+  wanted: () => boolean;
+  /** Nobody does: the check is not run (no upstream login for nobody). */
+  drop: () => void;
+}
+
+/** A check shared by the clients that asked for it. */
+interface SharedCheck {
+  result: Promise<boolean | undefined>;
+  clients: VerifyingClient[];
 }
 
 /** A failure record older than this many max_failure_delays is forgotten: the source starts again at failure_delay. */
@@ -70,7 +83,7 @@ export class PassthroughVerifier {
   private readonly learned = new Map<string, Learned>();
   private readonly failures = new Map<string, Failures>();
   /** Concurrent logins of one user with one password share one upstream check. */
-  private readonly sharing = new Map<string, Promise<boolean>>();
+  private readonly sharing = new Map<string, SharedCheck>();
   private running = 0;
   private readonly runningPerUser = new Map<string, number>();
   private readonly queue: QueuedCheck[] = [];
@@ -121,16 +134,25 @@ export class PassthroughVerifier {
     const key = `${user}\0${client.addr}`;
     const waitMs = this.backoffMs(key);
     if (waitMs > 0) {
-      await new Promise((resolve) => setTimeout(resolve, waitMs).unref());
+      try {
+        await sleep(waitMs, undefined, { signal: client.signal, ref: false });
+      } catch {
+        return false; // the client left while it waited
+      }
       if (client.gone()) return false;
     }
     const shareKey = `${database}\0${user}\0${password}`;
     let shared = this.sharing.get(shareKey);
     if (shared === undefined) {
-      shared = this.limited(user, () => this.check(database, user, password)).finally(() => this.sharing.delete(shareKey));
+      const clients: VerifyingClient[] = [];
+      const wanted = () => clients.some((c) => !c.gone());
+      const result = this.limited(user, wanted, () => this.check(database, user, password)).finally(() => this.sharing.delete(shareKey));
+      shared = { result, clients };
       this.sharing.set(shareKey, shared);
     }
-    const ok = await shared;
+    shared.clients.push(client);
+    const ok = await shared.result;
+    if (ok === undefined) return false; // not checked: every client that asked had left
     if (ok) {
       this.failures.delete(key);
       this.remember(this.learned, user, { password, verifiedAtMs: Date.now() });
@@ -172,9 +194,9 @@ export class PassthroughVerifier {
     map.set(key, value);
   }
 
-  /** Runs `work` once a listener slot and a user slot are free. */
-  private limited(user: string, work: () => Promise<boolean>): Promise<boolean> {
-    return new Promise<boolean>((resolve, reject) => {
+  /** Runs `work` once a listener slot and a user slot are free; undefined when it was dropped unwanted. */
+  private limited(user: string, wanted: () => boolean, work: () => Promise<boolean>): Promise<boolean | undefined> {
+    return new Promise<boolean | undefined>((resolve, reject) => {
       const start = () => {
         this.running++;
         this.runningPerUser.set(user, (this.runningPerUser.get(user) ?? 0) + 1);
@@ -189,8 +211,8 @@ export class PassthroughVerifier {
           });
       };
       if (this.queue.length === 0 && this.hasSlot(user)) start();
-      else if (this.queue.length >= this.limits.maxQueued) reject(new AuthThrottledError(this.queue.length));
-      else this.queue.push({ user, start });
+      else if (this.queue.length >= this.limits.maxQueued && this.dropUnwanted() === 0) reject(new AuthThrottledError(this.queue.length));
+      else this.queue.push({ user, start, wanted, drop: () => resolve(undefined) });
     });
   }
 
@@ -198,11 +220,27 @@ export class PassthroughVerifier {
     return this.running < this.limits.maxConcurrent && (this.runningPerUser.get(user) ?? 0) < this.limits.maxPerUser;
   }
 
-  /** Starts queued checks in order, skipping users whose slots are taken. */
+  /** Removes queued checks nobody waits for any more; returns how many went. */
+  private dropUnwanted(): number {
+    const before = this.queue.length;
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const queued = this.queue[i];
+      if (!queued.wanted()) {
+        this.queue.splice(i, 1);
+        queued.drop();
+      }
+    }
+    return before - this.queue.length;
+  }
+
+  /** Starts queued checks in order, skipping users whose slots are taken and dropping unwanted ones. */
   private pump(): void {
     for (let i = 0; i < this.queue.length && this.running < this.limits.maxConcurrent; ) {
       const next = this.queue[i];
-      if (this.hasSlot(next.user)) {
+      if (!next.wanted()) {
+        this.queue.splice(i, 1);
+        next.drop();
+      } else if (this.hasSlot(next.user)) {
         this.queue.splice(i, 1);
         next.start();
       } else i++;
